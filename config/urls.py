@@ -1,0 +1,20 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from config import views
+
+handler403 = "config.views.permission_denied"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("people/", include("profiles.urls")),
+    path("settings/", include("profiles.settings_urls")),
+    path("segments/", include("segments.urls")),
+    path("imports/", include("imports.urls")),
+    path("", include("profiles.api_urls")),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,299 @@
+"""The profile store: one Profile per person, with identifiers, devices, events.
+
+Invariants live in the database: an identifier (kind, value) belongs to one
+profile (unique constraint); a client event id is unique per profile; a
+profile's `identified` flag is maintained by a trigger on the identifier table
+(migration 0002), so it cannot drift from the identifiers it holds.
+"""
+
+import secrets
+
+from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex, OpClass
+from django.db import models
+
+
+def new_ct_id() -> str:
+    """Opaque, URL-safe public id in the style of CleverTap's device ids."""
+    return "__" + secrets.token_hex(16)
+
+
+class Source(models.TextChoices):
+    SDK = "sdk", "SDK"
+    API = "api", "REST API"
+    CSV = "csv", "CSV upload"
+    SFTP = "sftp", "SFTP import"
+    DASHBOARD = "dashboard", "Dashboard"
+    SYSTEM = "system", "System"
+
+
+class Gender(models.TextChoices):
+    MALE = "M", "Male"
+    FEMALE = "F", "Female"
+    OTHER = "O", "Other"
+    UNKNOWN = "U", "Unknown"
+
+
+class Education(models.TextChoices):
+    SCHOOL = "School"
+    COLLEGE = "College"
+    GRADUATE = "Graduate"
+
+
+class Profile(models.Model):
+    ct_id = models.CharField("CleverTap ID", max_length=64, unique=True, default=new_ct_id)
+    # Derived, never set by hand: a trigger keeps it equal to
+    # EXISTS(identifier of this profile).
+    identified = models.BooleanField(default=False, editable=False)
+    # Scenario 2: an anonymous profile whose device then logged in as an
+    # already-known person points at that person's profile. Its events are
+    # shown greyed there and never count for that profile.
+    linked_to = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="linked_anonymous"
+    )
+
+    # Default properties.
+    name = models.CharField(max_length=512, blank=True, default="")
+    email = models.CharField(max_length=254, blank=True, default="")
+    phone = models.CharField(max_length=20, blank=True, default="", help_text="E.164")
+    gender = models.CharField(max_length=1, blank=True, default="", choices=Gender.choices)
+    dob = models.DateField("date of birth", null=True, blank=True)
+    language = models.CharField(max_length=64, blank=True, default="")
+    tz = models.CharField("time zone", max_length=64, blank=True, default="")
+    photo = models.URLField(max_length=512, blank=True, default="")
+    employed = models.BooleanField(null=True, blank=True)
+    education = models.CharField(max_length=16, blank=True, default="", choices=Education.choices)
+    married = models.BooleanField(null=True, blank=True)
+    msg_email = models.BooleanField("MSG-email", null=True, blank=True)
+    msg_push = models.BooleanField("MSG-push", null=True, blank=True)
+    msg_sms = models.BooleanField("MSG-sms", null=True, blank=True)
+    msg_whatsapp = models.BooleanField("MSG-whatsapp", null=True, blank=True)
+
+    # Custom properties: name -> JSON value. Types are fixed per name by
+    # PropertyDefinition. Dates are ISO-8601 UTC strings ("2024-01-31T12:00:00Z")
+    # so they compare correctly as text; multi-value lists are JSON arrays.
+    # The test-profile marker lives here too: {"ct_is_test_user": "Yes"}.
+    custom = models.JSONField(default=dict, blank=True)
+
+    # System properties, refreshed by every event.
+    first_seen = models.DateTimeField(null=True, blank=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    event_count = models.PositiveIntegerField(default=0)
+    last_platform = models.CharField(max_length=32, blank=True, default="")
+    last_device = models.CharField(max_length=128, blank=True, default="")
+    last_location = models.CharField(max_length=128, blank=True, default="")
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        permissions = [("mark_test_profile", "Can mark and unmark test profiles")]
+        indexes = [
+            models.Index(fields=["-last_seen"], name="profile_last_seen"),
+            models.Index(fields=["dob"], name="profile_dob"),
+            models.Index(
+                fields=["linked_to"],
+                name="profile_linked_to",
+                condition=models.Q(linked_to__isnull=False),
+            ),
+            GinIndex(OpClass("custom", name="jsonb_path_ops"), name="profile_custom"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or self.email or self.ct_id
+
+    @property
+    def is_test(self) -> bool:
+        return self.custom.get(TEST_PROFILE_PROPERTY) == TEST_PROFILE_VALUE
+
+    @property
+    def profile_type(self) -> str:
+        return "identified" if self.identified else "anonymous"
+
+
+TEST_PROFILE_PROPERTY = "ct_is_test_user"
+TEST_PROFILE_VALUE = "Yes"
+
+
+class IdentifierKind(models.TextChoices):
+    IDENTITY = "identity", "Identity"
+    EMAIL = "email", "Email"
+    PHONE = "phone", "Phone"
+    FBID = "fbid", "Facebook ID"
+    GPID = "gpid", "Google Plus ID"
+
+
+class Identifier(models.Model):
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="identifiers")
+    kind = models.CharField(max_length=16, choices=IdentifierKind.choices)
+    # Normalized: emails trimmed and lower-cased, phones in E.164.
+    value = models.CharField(max_length=512)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "value"], name="identifier_unique_kind_value"),
+        ]
+        indexes = [models.Index(fields=["profile"], name="identifier_profile")]
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+
+class Device(models.Model):
+    # CleverTap ID / objectId / guid as the SDK sends it.
+    object_id = models.CharField(max_length=64, unique=True)
+    # The profile this device currently maps to. NULL after that profile was
+    # deleted: the next call from the device makes a new anonymous profile.
+    profile = models.ForeignKey(
+        Profile, null=True, blank=True, on_delete=models.SET_NULL, related_name="devices"
+    )
+    platform = models.CharField(max_length=32, blank=True, default="")
+    make = models.CharField(max_length=64, blank=True, default="")
+    model = models.CharField(max_length=64, blank=True, default="")
+    push_token = models.CharField("platform ID", max_length=512, blank=True, default="")
+    push_enabled = models.BooleanField(null=True, blank=True)
+    first_seen = models.DateTimeField(auto_now_add=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["profile"], name="device_profile"),
+            models.Index(
+                fields=["push_token"], name="device_push_token", condition=~models.Q(push_token="")
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.object_id
+
+
+class Event(models.Model):
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="events")
+    device = models.ForeignKey(
+        Device, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    name = models.CharField(max_length=512)
+    ts = models.DateTimeField("time")
+    properties = models.JSONField(default=dict, blank=True)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    # Set by the client (or derived from an import row): a retried call with
+    # the same id stores nothing new.
+    client_event_id = models.CharField(max_length=128, null=True, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["profile", "client_event_id"],
+                name="event_unique_client_id",
+                condition=models.Q(client_event_id__isnull=False),
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["profile", "-ts", "-id"], name="event_profile_timeline"),
+            models.Index(fields=["name", "ts"], name="event_name_ts", include=["profile"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} @ {self.ts:%Y-%m-%d %H:%M}"
+
+
+class PropertyType(models.TextChoices):
+    STRING = "string", "String"
+    NUMBER = "number", "Number"
+    BOOLEAN = "boolean", "Boolean"
+    DATE = "date", "Date"
+    LIST = "list", "Multi-value (list of strings)"
+
+
+class PropertyScope(models.TextChoices):
+    PROFILE = "profile", "Profile"
+    EVENT = "event", "Event"
+
+
+class PropertyDefinition(models.Model):
+    """A property's type, fixed when first seen or declared."""
+
+    scope = models.CharField(max_length=8, choices=PropertyScope.choices)
+    name = models.CharField(max_length=120)
+    type = models.CharField(max_length=8, choices=PropertyType.choices)
+    declared = models.BooleanField(default=False, help_text="declared by a person, not inferred")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["scope", "name"], name="property_definition_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope}.{self.name}: {self.type}"
+
+
+class EventName(models.Model):
+    """Every event name seen, for pickers and the per-account cap."""
+
+    name = models.CharField(max_length=512, unique=True)
+    first_seen = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PropertyChange(models.Model):
+    """Audit trail of profile property changes, shown on the profile page."""
+
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="changes")
+    property = models.CharField(max_length=120)
+    old_value = models.JSONField(null=True, blank=True)
+    new_value = models.JSONField(null=True, blank=True)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Who, when not a person: the API credential's name, an import's file name.
+    actor_label = models.CharField(max_length=200, blank=True, default="")
+    changed_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["profile", "-changed_at"], name="change_profile_time")]
+
+    def __str__(self) -> str:
+        return f"{self.property}: {self.old_value!r} -> {self.new_value!r}"
+
+
+class EventPropertyMapping(models.Model):
+    """Copy an event property to a profile property, e.g. "Plan Purchased".plan -> Plan."""
+
+    event_name = models.CharField(max_length=512)
+    event_property = models.CharField(max_length=120)
+    profile_property = models.CharField(max_length=120)
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["event_name", "event_property", "profile_property"],
+                name="event_property_mapping_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_name}.{self.event_property} -> {self.profile_property}"
+
+
+class ApiCredential(models.Model):
+    """An account id + passcode pair for the REST API. The passcode is hashed."""
+
+    name = models.CharField(max_length=100)
+    account_id = models.CharField(max_length=32, unique=True)
+    passcode_hash = models.CharField(max_length=256)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.account_id})"

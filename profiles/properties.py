@@ -1,0 +1,336 @@
+"""Validation and normalization of profile and event data (no ORM).
+
+One implementation of CleverTap's rules, used by the SDK-style services, the
+REST API and the imports. Errors carry CleverTap's codes and messages
+(shared reference: clevertap-api-facts.md) so every channel reports alike.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import phonenumbers
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+
+MAX_KEY_BYTES = 120
+MAX_VALUE_BYTES = 512
+MAX_CUSTOM_PROFILE_KEYS = 256
+MAX_EVENT_PROPERTIES = 256
+MAX_EVENT_NAMES = 512
+MAX_LIST_ITEMS = 100
+MAX_CHARGED_ITEMS = 256
+MAX_IDENTIFIER_CHARS = 120
+FORBIDDEN_KEY_CHARACTERS = set("%><!|&.:;$'\"\\#")
+DATE_PREFIX = "$D_"
+DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9()!:@$_\-]{1,64}$")
+
+RESERVED_EVENT_NAMES = frozenset(
+    {
+        "Notification Sent", "Notification Viewed", "Notification Clicked",
+        "Notification Delivered", "Notification Replied", "UTM Visited", "App Launched",
+        "App Uninstalled", "App Version Changed", "Stayed", "Reply Sent",
+        "Experiment Rendered", "Reachable By", "Identity Reset", "Identity Set",
+        "Identity Error",
+    }
+)  # fmt: skip
+
+
+class ErrorCode:
+    EVENT_NAME_MANDATORY = 509
+    EVENT_STRUCTURE = 512
+    RESTRICTED_EVENT_NAME = 513
+    GENDER = 514
+    EMAIL = 515
+    PHONE = 516
+    EMPLOYED = 517
+    EDUCATION = 518
+    MARRIED = 519
+    AGE = 520
+    EVENT_PROPERTIES_LIMIT = 522
+    IDENTITY_MISSING = 523
+    NOT_EVENT_OR_PROFILE = 524
+    TIMESTAMP = 525
+    OBJECT_ID = 526
+    MISC = 555
+
+
+class RecordError(Exception):
+    """A record refused with CleverTap's code and message; nothing of it is stored."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"RecordError({self.code}, {self.message!r})"
+
+
+def profile_error(code: int, detail: str) -> RecordError:
+    return RecordError(code, f"Profile data is incorrect. {detail}")
+
+
+# --- identifiers -----------------------------------------------------------
+
+
+def normalize_email(raw: object) -> str:
+    if not isinstance(raw, str):
+        raise profile_error(ErrorCode.EMAIL, "Email is not valid.")
+    email = raw.strip().lower()
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise profile_error(ErrorCode.EMAIL, "Email is not valid.") from None
+    return email
+
+
+def normalize_phone(raw: object, default_region: str | None = None) -> str:
+    """E.164, e.g. "+14155551234". Numbers without "+" use the default region."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = str(raw)
+    if not isinstance(raw, str) or not raw.strip():
+        raise profile_error(ErrorCode.PHONE, "Phone is not valid.")
+    if default_region is None:
+        from django.conf import settings
+
+        default_region = settings.PHONE_DEFAULT_REGION
+    text = raw.strip()
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    try:
+        number = phonenumbers.parse(text, None if text.startswith("+") else default_region)
+    except phonenumbers.NumberParseException:
+        raise profile_error(ErrorCode.PHONE, "Phone is not valid.") from None
+    if not phonenumbers.is_valid_number(number):
+        raise profile_error(ErrorCode.PHONE, "Phone is not valid.")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_identity(raw: object) -> str:
+    """The customer's user id: a string or number, trimmed, under 120 chars."""
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        raise RecordError(ErrorCode.IDENTITY_MISSING, IDENTITY_MISSING_MESSAGE)
+    value = str(raw).strip()
+    if not value or len(value) >= MAX_IDENTIFIER_CHARS:
+        raise RecordError(ErrorCode.IDENTITY_MISSING, IDENTITY_MISSING_MESSAGE)
+    return value
+
+
+IDENTITY_MISSING_MESSAGE = "'identity' or 'fbId' or 'gpId' or 'objectId' is necessary under 120 chars to identify the user."
+
+
+def normalize_device_id(raw: object) -> str:
+    if not isinstance(raw, str) or not DEVICE_ID_PATTERN.match(raw):
+        raise RecordError(ErrorCode.OBJECT_ID, "objectId is invalid.")
+    return raw
+
+
+def normalize_identifier(kind: str, raw: object) -> str:
+    if kind == "email":
+        return normalize_email(raw)
+    if kind == "phone":
+        return normalize_phone(raw)
+    return normalize_identity(raw)
+
+
+# --- values ----------------------------------------------------------------
+
+
+def validate_key(key: object, *, what: str = "Property") -> str:
+    if not isinstance(key, str) or not key.strip():
+        raise RecordError(ErrorCode.MISC, f"{what} name must be a non-empty string.")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise RecordError(ErrorCode.MISC, f"{what} name '{key[:40]}…' is longer than 120 bytes.")
+    bad = sorted(set(key) & FORBIDDEN_KEY_CHARACTERS)
+    if bad:
+        raise RecordError(
+            ErrorCode.MISC, f"{what} name '{key}' contains characters not allowed: {' '.join(bad)}"
+        )
+    return key
+
+
+def check_value_length(key: str, value: str) -> None:
+    if len(value.encode()) > MAX_VALUE_BYTES:
+        raise RecordError(ErrorCode.MISC, f"Value of '{key}' is longer than 512 bytes.")
+
+
+def parse_date(raw: object) -> dt.datetime | None:
+    """`$D_<epoch seconds>` -> aware UTC datetime; None when `raw` is not one."""
+    if isinstance(raw, str) and raw.startswith(DATE_PREFIX):
+        try:
+            seconds = int(raw[len(DATE_PREFIX) :])
+            return dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
+        except (ValueError, OverflowError, OSError):
+            raise RecordError(ErrorCode.MISC, f"'{raw}' is not a valid $D_<epoch> date.") from None
+    return None
+
+
+def format_date(moment: dt.datetime) -> str:
+    """Dates in JSON are fixed-width ISO-8601 UTC, so they compare as text."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def value_type(value: object) -> str:
+    """The PropertyType of a plain (already date-converted) value."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dt.datetime):
+        return "date"
+    return "string"
+
+
+def coerce_scalar(key: str, raw: object) -> object:
+    """A plain value as stored: numbers, booleans, strings, datetimes for dates."""
+    date = parse_date(raw)
+    if date is not None:
+        return date
+    if isinstance(raw, float) and not math.isfinite(raw):
+        raise RecordError(ErrorCode.MISC, f"Value of '{key}' is not a finite number.")
+    if isinstance(raw, bool | int | float):
+        return raw
+    if isinstance(raw, str):
+        check_value_length(key, raw)
+        return raw
+    if raw is None:
+        raise RecordError(ErrorCode.MISC, f"Value of '{key}' is empty; use {{\"$delete\": true}}.")
+    raise RecordError(ErrorCode.MISC, f"Value of '{key}' must be a string, number or boolean.")
+
+
+def clean_list(key: str, raw: object) -> list[str]:
+    """A multi-value list: unique strings, each ≤512 bytes, the newest 100 kept."""
+    items = raw if isinstance(raw, list) else [raw]
+    cleaned: list[str] = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, str | int | float):
+            raise RecordError(ErrorCode.MISC, f"Values of '{key}' must be strings.")
+        text = str(item)
+        check_value_length(key, text)
+        if text in cleaned:
+            cleaned.remove(text)
+        cleaned.append(text)
+    return cleaned[-MAX_LIST_ITEMS:]
+
+
+# --- default profile properties --------------------------------------------
+
+GENDERS = {
+    "m": "M", "male": "M", "f": "F", "female": "F", "o": "O", "other": "O", "others": "O",
+    "u": "U", "unknown": "U",
+}  # fmt: skip
+YES_NO = {"y": True, "yes": True, "true": True, "n": False, "no": False, "false": False}
+EDUCATION = {"school": "School", "college": "College", "graduate": "Graduate"}
+
+
+def _yes_no(raw: object, code: int, message: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in YES_NO:
+        return YES_NO[raw.strip().lower()]
+    raise profile_error(code, message)
+
+
+def _boolean(key: str, raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in YES_NO:
+        return YES_NO[raw.strip().lower()]
+    raise profile_error(ErrorCode.MISC, f"{key} needs to be true or false.")
+
+
+def _dob(raw: object) -> dt.date:
+    date = parse_date(raw)
+    if date is not None:
+        return date.date()
+    if isinstance(raw, dt.date):
+        return raw
+    if isinstance(raw, str):
+        try:
+            return dt.date.fromisoformat(raw.strip()[:10])
+        except ValueError:
+            pass
+    raise profile_error(ErrorCode.MISC, "DOB needs to be a date ($D_<epoch> or YYYY-MM-DD).")
+
+
+def _text(key: str, limit: int) -> Any:
+    def clean(raw: object) -> str:
+        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+            raise profile_error(ErrorCode.MISC, f"{key} needs to be a string.")
+        text = str(raw).strip()
+        if len(text.encode()) > limit:
+            raise profile_error(ErrorCode.MISC, f"{key} is longer than {limit} bytes.")
+        return text
+
+    return clean
+
+
+def _gender(raw: object) -> str:
+    if isinstance(raw, str) and raw.strip().lower() in GENDERS:
+        return GENDERS[raw.strip().lower()]
+    raise profile_error(ErrorCode.GENDER, "Gender needs to be M/F.")
+
+
+def _education(raw: object) -> str:
+    if isinstance(raw, str) and raw.strip().lower() in EDUCATION:
+        return EDUCATION[raw.strip().lower()]
+    raise profile_error(ErrorCode.EDUCATION, "Education needs to be School/College/Graduate.")
+
+
+def _age(raw: object) -> int:
+    try:
+        age = int(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise profile_error(ErrorCode.AGE, "Age is invalid.") from None
+    if isinstance(raw, bool) or not 0 < age < 150 or (isinstance(raw, float) and raw != age):
+        raise profile_error(ErrorCode.AGE, "Age is invalid.")
+    return age
+
+
+@dataclass(frozen=True)
+class DefaultProperty:
+    key: str  # as clients send it
+    field: str  # Profile model field
+    clean: Any
+
+
+DEFAULT_PROPERTIES: dict[str, DefaultProperty] = {
+    prop.key.lower(): prop
+    for prop in [
+        DefaultProperty("Name", "name", _text("Name", MAX_VALUE_BYTES)),
+        DefaultProperty("Email", "email", normalize_email),
+        DefaultProperty("Phone", "phone", normalize_phone),
+        DefaultProperty("Gender", "gender", _gender),
+        DefaultProperty("DOB", "dob", _dob),
+        DefaultProperty("Language", "language", _text("Language", 64)),
+        DefaultProperty("tz", "tz", _text("tz", 64)),
+        DefaultProperty("Photo", "photo", _text("Photo", MAX_VALUE_BYTES)),
+        DefaultProperty(
+            "Employed", "employed",
+            lambda raw: _yes_no(raw, ErrorCode.EMPLOYED, "Employed needs to be Y/N."),
+        ),
+        DefaultProperty("Education", "education", _education),
+        DefaultProperty(
+            "Married", "married",
+            lambda raw: _yes_no(raw, ErrorCode.MARRIED, "Married needs to be Y/N."),
+        ),
+        DefaultProperty("MSG-email", "msg_email", lambda raw: _boolean("MSG-email", raw)),
+        DefaultProperty("MSG-push", "msg_push", lambda raw: _boolean("MSG-push", raw)),
+        DefaultProperty("MSG-sms", "msg_sms", lambda raw: _boolean("MSG-sms", raw)),
+        DefaultProperty("MSG-whatsapp", "msg_whatsapp", lambda raw: _boolean("MSG-whatsapp", raw)),
+    ]
+}  # fmt: skip
+
+# Keys that name the person rather than describe them (identifier kinds).
+IDENTIFIER_KEYS = {"identity": "identity", "email": "email", "phone": "phone",
+                   "fbid": "fbid", "gpid": "gpid"}  # fmt: skip
+# Derived from DOB; accepted for compatibility and validated, never stored.
+DERIVED_KEYS = {"age": _age}
+DEFAULT_FIELD_LABELS = {prop.field: prop.key for prop in DEFAULT_PROPERTIES.values()}
