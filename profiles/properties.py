@@ -121,7 +121,10 @@ def normalize_identity(raw: object) -> str:
     return value
 
 
-IDENTITY_MISSING_MESSAGE = "'identity' or 'fbId' or 'gpId' or 'objectId' is necessary under 120 chars to identify the user."
+IDENTITY_MISSING_MESSAGE = (
+    "'identity' or 'fbId' or 'gpId' or 'objectId' is necessary under 120 chars"
+    " to identify the user."
+)
 
 
 def normalize_device_id(raw: object) -> str:
