@@ -1,8 +1,8 @@
 from django.urls import path
 
-from profiles import views
+from profiles import settings_views
 
 app_name = "settings"
 urlpatterns = [
-    path("api-credentials/", views.api_credentials, name="api_credentials"),
+    path("api-credentials/", settings_views.api_credentials, name="api_credentials"),
 ]

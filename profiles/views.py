@@ -15,9 +15,3 @@ def find_people(request: HttpRequest) -> HttpResponse:
 @permission_required("profiles.view_profile")
 def profile_detail(request: HttpRequest, ct_id: str) -> HttpResponse:
     return render(request, "placeholder.html", {"nav": "people", "title": ct_id})
-
-
-@require_GET
-@permission_required("profiles.view_apicredential")
-def api_credentials(request: HttpRequest) -> HttpResponse:
-    return render(request, "placeholder.html", {"nav": "settings", "title": "API credentials"})
