@@ -16,10 +16,24 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 PASSWORD = "correct horse battery staple"
 
 
+def _role_group(name: str) -> Group:
+    """The role group made by the migration. A transactional test (worker,
+    browser) flushes every table when it ends, so re-create it when gone."""
+    group = Group.objects.filter(name=name).first()
+    if group is None:
+        from importlib import import_module
+
+        from django.apps import apps
+
+        import_module("profiles.migrations.0003_groups").create_groups(apps, None)
+        group = Group.objects.get(name=name)
+    return group
+
+
 def _person(username: str, group: str | None = None, **extra) -> User:
     user = User.objects.create_user(username=username, password=PASSWORD, **extra)
     if group:
-        user.groups.add(Group.objects.get(name=group))
+        user.groups.add(_role_group(group))
     return user
 
 

@@ -1,0 +1,38 @@
+import json
+
+from django import forms
+
+from segments.models import SYSTEM_DEFINITIONS
+
+
+class SegmentForm(forms.Form):
+    name = forms.CharField(max_length=200, required=False)
+    definition = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false"}),
+        initial=json.dumps({"all": []}),
+    )
+
+    def clean_definition(self):
+        text = self.cleaned_data["definition"]
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            raise forms.ValidationError(
+                f"The definition is not valid JSON (line {error.lineno}, column {error.colno}):"
+                f" {error.msg}."
+            ) from None
+
+    def clean_name(self):
+        name = self.cleaned_data["name"].strip()
+        if name in {key.label for key in SYSTEM_DEFINITIONS}:
+            raise forms.ValidationError(f"“{name}” is the name of a system segment.")
+        return name
+
+
+class ExportForm(forms.Form):
+    properties = forms.MultipleChoiceField(required=False, widget=forms.SelectMultiple(
+        attrs={"size": 8}))  # fmt: skip
+
+    def __init__(self, *args, available: list[str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["properties"].choices = [(name, name) for name in available]

@@ -1,0 +1,64 @@
+import datetime as dt
+
+import pytest
+
+from profiles.models import EventName, PropertyDefinition
+from segments.selectors import segment_members
+from segments.services import segment_system_ensure
+
+NOW = dt.datetime(2024, 6, 15, 12, 0, tzinfo=dt.UTC)
+
+
+def names(definition, *, now=NOW) -> set[str]:
+    """The names of the profiles a definition matches (the tests name every profile)."""
+    return set(segment_members(definition, now=now).values_list("name", flat=True))
+
+
+@pytest.fixture
+def custom_types(db):
+    for name, type_ in [
+        ("Customer Type", "string"),
+        ("Score", "number"),
+        ("Interests", "list"),
+        ("Renewal", "date"),
+        ("VIP", "boolean"),
+    ]:
+        PropertyDefinition.objects.create(scope="profile", name=name, type=type_)
+    EventName.objects.create(name="Charged")
+
+
+def ensure_role_groups() -> None:
+    """Recreate the role groups of migration profiles/0003 when a flush removed them.
+
+    A transactional test (Celery worker, live server) empties every table at its
+    end, groups included; the people fixtures then find no "Marketers" group.
+    """
+    import importlib
+
+    from django.contrib.auth.models import Group, Permission
+
+    groups = importlib.import_module("profiles.migrations.0003_groups").GROUPS
+    if Group.objects.filter(name__in=groups).count() == len(groups):
+        return
+    for name, perms in groups.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        for perm in perms:
+            app_label, codename = perm.split(".")
+            group.permissions.add(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
+
+
+@pytest.fixture(autouse=True)
+def _role_groups(request):
+    names = request.fixturenames
+    marker = request.node.get_closest_marker("django_db")
+    transactional = marker is not None and marker.kwargs.get("transaction")
+    if transactional or "transactional_db" in names or "live_server" in names:
+        request.getfixturevalue("transactional_db")
+    elif marker is not None or "db" in names:
+        request.getfixturevalue("db")
+    else:
+        return
+    ensure_role_groups()
+    segment_system_ensure()  # rows of a data migration, flushed like the groups
