@@ -89,7 +89,13 @@ class Profile(models.Model):
     class Meta:
         permissions = [("mark_test_profile", "Can mark and unmark test profiles")]
         indexes = [
-            models.Index(fields=["-last_seen"], name="profile_last_seen"),
+            # Find People lists the most recently seen first, never-seen people last,
+            # with the id as tie-breaker for stable pages: this index serves that order.
+            models.Index(
+                models.F("last_seen").desc(nulls_last=True),
+                models.F("id").desc(),
+                name="profile_last_seen",
+            ),
             models.Index(fields=["dob"], name="profile_dob"),
             models.Index(
                 fields=["linked_to"],
@@ -297,3 +303,60 @@ class ApiCredential(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.account_id})"
+
+
+class ApiUsageOutcome(models.TextChoices):
+    SUCCESS = "2xx", "2xx"
+    CLIENT_ERROR = "4xx", "4xx"
+    SERVER_ERROR = "5xx", "5xx"
+
+
+class ApiUsageDay(models.Model):
+    """Requests per credential, day, endpoint and outcome (upserted, one row each)."""
+
+    credential = models.ForeignKey(ApiCredential, on_delete=models.CASCADE, related_name="usage")
+    day = models.DateField()
+    endpoint = models.CharField(max_length=32)
+    outcome = models.CharField(max_length=3, choices=ApiUsageOutcome.choices)
+    count = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["credential", "day", "endpoint", "outcome"], name="api_usage_day_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.credential_id} {self.day} {self.endpoint} {self.outcome}: {self.count}"
+
+
+class ApiQueryKind(models.TextChoices):
+    PROFILES = "profiles", "Profiles"
+    EVENTS = "events", "Events"
+
+
+class ApiQueryCursor(models.Model):
+    """One page position of a /1/profiles.json or /1/events.json query.
+
+    Keyset pagination: the page after this cursor holds the rows with
+    position < id <= max_id, where max_id was snapshot when the query was
+    created, so rows inserted meanwhile never shift or repeat a page. Every
+    page gets its own cursor row, so retrying a cursor returns the same page.
+    """
+
+    token = models.CharField(max_length=64, unique=True)
+    credential = models.ForeignKey(ApiCredential, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=8, choices=ApiQueryKind.choices)
+    query = models.JSONField(default=dict, blank=True)
+    batch_size = models.PositiveIntegerField()
+    position = models.BigIntegerField(default=0)
+    max_id = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["expires_at"], name="api_cursor_expires")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} cursor after {self.position}"

@@ -5,4 +5,10 @@ from profiles import settings_views
 app_name = "settings"
 urlpatterns = [
     path("api-credentials/", settings_views.api_credentials, name="api_credentials"),
+    path("api-credentials/new/", settings_views.api_credential_new, name="api_credential_new"),
+    path(
+        "api-credentials/<str:account_id>/revoke/",
+        settings_views.api_credential_revoke_view,
+        name="api_credential_revoke",
+    ),
 ]
