@@ -32,7 +32,7 @@ def create_groups(apps, schema_editor):
 
     # Permissions are normally created after all migrations; make sure they exist now.
     for app_config in apps.get_app_configs():
-        original = app_config.models_module
+        original = getattr(app_config, "models_module", None)  # AppConfigStub has none
         app_config.models_module = True
         create_permissions(app_config, verbosity=0)
         app_config.models_module = original

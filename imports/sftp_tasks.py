@@ -1,0 +1,49 @@
+"""Celery tasks for SFTP sources (loaded through imports/tasks.py)."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from imports.models import SftpRunStatus, SftpRunTrigger, SftpSource
+from imports.sftp_services import SftpSourceBusy, sftp_source_poll
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["sftp_poll_source_task"]
+
+MAX_RETRIES = 4
+RETRY_BASE_SECONDS = 30
+
+
+@shared_task(
+    bind=True,
+    name="imports.sftp_tasks.sftp_poll_source_task",
+    acks_late=True,
+    soft_time_limit=55 * 60,
+    time_limit=60 * 60,
+    max_retries=MAX_RETRIES,
+)
+def sftp_poll_source_task(self, source_id: int, trigger: str = SftpRunTrigger.SCHEDULE) -> str:
+    """Poll one source (beat calls this per source; "Run now" too).
+
+    Idempotent: the ledger keeps files from being imported twice and a poll
+    already running makes this one a no-op. Transient failures (connection
+    refused, timeouts) are retried with exponential backoff: 30 s, 60 s, …
+    """
+    source = SftpSource.objects.filter(pk=source_id).first()
+    if source is None:
+        return "source deleted"
+    if not source.enabled and trigger == SftpRunTrigger.SCHEDULE:
+        return "source disabled"
+    try:
+        run = sftp_source_poll(source=source, trigger=trigger)
+    except SftpSourceBusy:
+        logger.info("SFTP source %s: a poll is already running, skipping", source.name)
+        return "busy"
+    if run.status == SftpRunStatus.FAILED and run.error_transient:
+        countdown = RETRY_BASE_SECONDS * 2**self.request.retries
+        if self.request.retries < MAX_RETRIES:
+            raise self.retry(countdown=countdown)
+    return f"{run.status}: {run.files_imported} imported, {run.files_failed} failed"
