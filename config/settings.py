@@ -162,6 +162,10 @@ IMPORT_MAX_UPLOAD_BYTES = int(os.environ.get("IMPORT_MAX_UPLOAD_BYTES", 50 * 102
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("API_MAX_BODY_BYTES", 10 * 1024 * 1024))
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 API_MAX_CONCURRENT_REQUESTS = int(os.environ.get("API_MAX_CONCURRENT_REQUESTS", 15))
+# An SFTP file is imported only once two looks this many seconds apart agree on
+# its size and modification time (0: the second look is the next poll).
+SFTP_SETTLE_SECONDS = float(os.environ.get("SFTP_SETTLE_SECONDS", 5))
+SFTP_TIMEOUT_SECONDS = float(os.environ.get("SFTP_TIMEOUT_SECONDS", 20))
 
 LOGGING = {
     "version": 1,

@@ -129,7 +129,7 @@ def _connection(source: SftpSource, timeout: float | None = None) -> SftpConnect
     return SftpConnection(
         sftp_credentials(source),
         expected_fingerprint=source.host_key_fingerprint,
-        timeout=timeout or getattr(settings, "SFTP_TIMEOUT_SECONDS", 20),
+        timeout=timeout or settings.SFTP_TIMEOUT_SECONDS,
     )
 
 
@@ -281,7 +281,7 @@ def sftp_source_test_connection(
 def sftp_source_probe_fingerprint(*, source: SftpSource, timeout: float | None = None) -> str:
     """The server's host key fingerprint (no login). Raises SftpError."""
     return SftpConnection(
-        sftp_credentials(source), timeout=timeout or getattr(settings, "SFTP_TIMEOUT_SECONDS", 20)
+        sftp_credentials(source), timeout=timeout or settings.SFTP_TIMEOUT_SECONDS
     ).probe_fingerprint()
 
 
@@ -351,7 +351,7 @@ def sftp_source_poll(
     small transactions, so a crash leaves it retryable, never done.
     """
     if settle_seconds is None:
-        settle_seconds = float(getattr(settings, "SFTP_SETTLE_SECONDS", 5))
+        settle_seconds = settings.SFTP_SETTLE_SECONDS
     run = _run_start(source, trigger)
     try:
         if source.stopped_reason:
