@@ -1,0 +1,181 @@
+"""Part 3: Find People and the profile page, server time in-process.
+
+Django's test Client, logged in as a superuser, calls the views against the
+bench database (no network, no browser): the figures are the time to run the
+view, its queries and its template. Each case is requested several times after
+a warm-up; p50 and p95 are printed.
+
+- Find People: an exact identity lookup (random seeded identities), a name
+  prefix (three letters of random seeded names), a filter (identified, has email,
+  seen within 30 days, Customer Type = Gold);
+- the profile page of a profile with 100,000 events (created here once, set-based
+  with INSERT … SELECT generate_series, when no profile has that many), and the
+  htmx page of its older events (infinite scroll).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from urllib.parse import urlencode
+
+from tests.bench import BenchContext, Figure
+
+PART = "people"
+HEAVY_EVENTS = 100_000
+HEAVY_DAYS = 365
+TARGET = "p95 ≤ 100 ms"
+EVENT_NAMES = ["Product Viewed", "Added To Cart", "Charged", "Searched", "Screen Viewed",
+               "Video Watched", "Article Read", "Shared"]  # fmt: skip
+
+
+def _heavy_profile_ct_id() -> str:
+    """A profile with ≥ 100,000 events; gives an identified profile that many when none has."""
+    from django.db import connection, transaction
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT ct_id FROM profiles_profile WHERE event_count >= %s ORDER BY id LIMIT 1",
+            [HEAVY_EVENTS],
+        )
+        row = cursor.fetchone()
+        if row:
+            return row[0]
+        cursor.execute(
+            "SELECT id, ct_id, event_count FROM profiles_profile WHERE identified"
+            " ORDER BY id LIMIT 1"
+        )
+        profile_id, ct_id, have = cursor.fetchone()
+        missing = HEAVY_EVENTS - have
+        started = time.perf_counter()
+        with transaction.atomic():
+            # One statement: the events are spread over the past year, newest now.
+            cursor.execute(
+                """
+                INSERT INTO profiles_event (profile_id, device_id, name, ts, properties, source,
+                                            received_at)
+                SELECT %(profile)s, NULL, (%(names)s::text[])[1 + (g.i %% %(name_count)s)],
+                       now() - (g.i * (%(days)s * 86400.0 / %(missing)s)) * interval '1 second',
+                       jsonb_build_object('sku', 'SKU-' || (g.i %% 997), 'n', g.i),
+                       'sdk', now()
+                  FROM generate_series(1, %(missing)s) AS g(i)
+                """,
+                {"profile": profile_id, "names": EVENT_NAMES, "name_count": len(EVENT_NAMES),
+                 "days": HEAVY_DAYS, "missing": missing},
+            )  # fmt: skip
+            cursor.execute(
+                "INSERT INTO profiles_eventname (name, first_seen)"
+                " SELECT unnest(%s::text[]), now() ON CONFLICT (name) DO NOTHING",
+                [EVENT_NAMES],
+            )
+            cursor.execute(
+                """
+                UPDATE profiles_profile p
+                   SET event_count = e.n, first_seen = e.first, last_seen = e.last
+                  FROM (SELECT count(*) AS n, min(ts) AS first, max(ts) AS last
+                          FROM profiles_event WHERE profile_id = %s) AS e
+                 WHERE p.id = %s
+                """,
+                [profile_id, profile_id],
+            )
+        cursor.execute("ANALYZE profiles_event")
+        print(
+            f"{PART:<10} gave profile {ct_id} {missing:,} more events "
+            f"in {time.perf_counter() - started:,.1f} s",
+            flush=True,
+        )
+        return ct_id
+
+
+def _samples(sql: str, count: int) -> list[str]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [count])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _client():
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    user = User.objects.filter(username="bench-people").first() or User.objects.create_superuser(
+        "bench-people", "bench-people@example.com", None
+    )
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _time(client, urls: list[str], headers: dict[str, str] | None = None) -> list[float]:
+    """Milliseconds per request; the first requests warm caches and are not kept."""
+    for url in urls[:3]:
+        client.get(url, headers=headers or {})
+    timings = []
+    for url in urls:
+        started = time.perf_counter()
+        response = client.get(url, headers=headers or {})
+        timings.append((time.perf_counter() - started) * 1000)
+        if response.status_code != 200:
+            raise RuntimeError(f"{url} answered {response.status_code}")
+    return timings
+
+
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def _figures(label: str, timings: list[float]) -> list[Figure]:
+    return [
+        Figure(PART, f"{label}: p50", statistics.median(timings), "ms"),
+        Figure(PART, f"{label}: p95 ({len(timings)} requests)", _p95(timings), "ms", TARGET),
+    ]
+
+
+def run(ctx: BenchContext) -> list[Figure]:
+    import re
+
+    requests = 15 if ctx.quick else 30
+    client = _client()
+    people = "/people/?"
+    # TABLESAMPLE keeps the picking cheap on a million rows.
+    identities = _samples(
+        "SELECT value FROM profiles_identifier TABLESAMPLE SYSTEM (5)"
+        " WHERE kind = 'identity' LIMIT %s",
+        requests,
+    )
+    names = _samples(
+        "SELECT name FROM profiles_profile TABLESAMPLE SYSTEM (5) WHERE length(name) >= 3 LIMIT %s",
+        requests,
+    )
+    if not identities or not names:
+        return [Figure(PART, "no seeded identities or names to search for", 0, "")]
+    identity_urls = [people + urlencode({"q": value}) for value in identities]
+    prefix_urls = [people + urlencode({"q": name[:3].lower()}) for name in names]
+    filters = {"type": "identified", "has_email": "on", "seen_within": "30",
+               "prop": "Customer Type", "value": "Gold"}  # fmt: skip
+    filter_urls = [people + urlencode(filters)] * requests
+
+    figures: list[Figure] = []
+    figures += _figures("Find People, identity lookup", _time(client, identity_urls))
+    figures += _figures(
+        "Find People, identity lookup (htmx partial)",
+        _time(client, identity_urls, headers={"HX-Request": "true"}),
+    )
+    figures += _figures("Find People, name prefix (3 letters)", _time(client, prefix_urls))
+    figures += _figures("Find People, filter (4 conditions)", _time(client, filter_urls))
+
+    ct_id = _heavy_profile_ct_id()
+    profile_url = f"/people/{ct_id}/"
+    figures += _figures(
+        f"profile page, {HEAVY_EVENTS:,} events", _time(client, [profile_url] * requests)
+    )
+    html = client.get(profile_url).content.decode()
+    older = re.search(r'href="(/people/[^"]+/events/\?before=[0-9_]+)"', html)
+    if older:
+        figures += _figures(
+            "profile page, older events (htmx, 50)",
+            _time(client, [older.group(1)] * requests, headers={"HX-Request": "true"}),
+        )
+    return figures

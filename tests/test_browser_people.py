@@ -1,0 +1,114 @@
+"""Find People and the profile page in a real Chromium: a marketer finds Mark by a phone
+number typed the local way, an admin marks him as a test profile without a reload, and the
+events of his linked anonymous profile are shown greyed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import pytest
+from django.utils import timezone
+from playwright.sync_api import expect
+
+from conftest import browser_login
+from profiles.models import Profile, Source
+from profiles.services import TEST_MARKED_EVENT, Actor, event_push, profile_login
+from profiles.tests.factories import ProfileFactory
+from profiles.tests.test_views_people import ensure_role_groups
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(autouse=True)
+def _role_groups(transactional_db) -> None:
+    ensure_role_groups()  # an earlier transactional test may have flushed them
+
+
+@pytest.fixture
+def mark(transactional_db) -> Profile:
+    """Mark browsed anonymously on a laptop, then logged in on his phone and on the laptop."""
+    sdk = Actor(source=Source.SDK)
+    now = timezone.now()
+    event_push(
+        device_id="__laptop", name="Guest Browsed", actor=sdk, ts=now - dt.timedelta(hours=3)
+    )
+    profile_login(
+        device_id="__phone",
+        identifiers={"identity": "mark-1"},
+        profile_data={"Name": "Mark Twain", "Phone": "+14155551234", "Email": "mark@example.com"},
+        actor=sdk,
+    )
+    event_push(device_id="__phone", name="Charged", properties={"Amount": 30}, actor=sdk,
+               ts=now - dt.timedelta(hours=1))  # fmt: skip
+    profile_login(device_id="__laptop", identifiers={"identity": "mark-1"}, actor=sdk)
+    for index in range(3):  # others, so the search has something to narrow
+        ProfileFactory(name=f"Other Person {index}", phone=f"+1415555000{index}")
+    return Profile.objects.get(identifiers__value="mark-1")
+
+
+def test_marketer_finds_mark_by_a_local_phone_number_and_opens_him(page, marketer, mark):
+    browser_login(page, "marketer")
+    page.goto("/people/")
+    expect(page.get_by_text("No search yet")).to_be_visible()
+    # Typed like people write it: no country code, punctuation. No Enter: results follow typing.
+    page.get_by_label("Search").press_sequentially("(415) 555-1234", delay=20)
+    results = page.locator("#results table.people tbody tr")
+    expect(results).to_have_count(1)
+    expect(results.first).to_contain_text("Mark Twain")
+    # The address bar holds the search (shareable, back button) and nothing more.
+    expect(page).to_have_url(re.compile(r"/people/\?q=[^&]*555-1234$"))
+    page.get_by_role("link", name="Mark Twain").click()
+    expect(page).to_have_url(re.compile(rf"/people/{mark.ct_id}/$"))
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Mark Twain")
+    expect(page.get_by_role("button", name="Mark as test profile")).to_have_count(0)
+    page.go_back()  # the back button returns to the search
+    expect(page).to_have_url(re.compile(r"/people/\?q="))
+    expect(page.locator("#results")).to_contain_text("Mark Twain")
+
+
+def test_admin_marks_mark_as_test_profile_without_a_reload(page, admin_user, mark):
+    browser_login(page, "admin")
+    page.goto(f"/people/{mark.ct_id}/")
+    expect(page.get_by_test_id("test-badge")).to_have_count(0)
+    navigations = []
+    page.on("framenavigated", lambda frame: navigations.append(frame.url))
+    page.evaluate("window.__still_the_same_page = true")
+    page.once("dialog", lambda dialog: dialog.accept())  # the confirmation
+    page.get_by_role("button", name="Mark as test profile").click()
+
+    expect(page.get_by_test_id("test-badge")).to_have_text("Test profile")
+    custom = page.locator('dl.props[data-group="custom"]')
+    expect(custom.locator("dt", has_text="ct_is_test_user")).to_be_visible()
+    expect(custom.locator("dt:text-is('ct_is_test_user') + dd")).to_have_text("Yes")
+    expect(page.locator("#timeline li.event").first).to_contain_text(TEST_MARKED_EVENT)
+    expect(page.get_by_role("button", name="Unmark test profile")).to_be_visible()
+    assert page.evaluate("window.__still_the_same_page") is True
+    assert navigations == []
+    assert Profile.objects.get(pk=mark.pk).is_test
+
+
+def test_admin_who_cancels_the_confirmation_changes_nothing(page, admin_user, mark):
+    browser_login(page, "admin")
+    page.goto(f"/people/{mark.ct_id}/")
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.get_by_role("button", name="Mark as test profile").click()
+    page.wait_for_timeout(300)
+    expect(page.get_by_test_id("test-badge")).to_have_count(0)
+    assert not Profile.objects.get(pk=mark.pk).is_test
+
+
+def test_events_of_the_linked_anonymous_profile_are_greyed(page, marketer, mark):
+    browser_login(page, "marketer")
+    page.goto(f"/people/{mark.ct_id}/")
+    greyed = page.locator("#timeline li.event.greyed")
+    expect(greyed).to_have_count(1)
+    expect(greyed).to_contain_text("Guest Browsed")
+    expect(greyed).to_contain_text("not counted")
+    expect(page.get_by_text("1 linked anonymous profile")).to_be_visible()
+    counted = page.locator("#timeline li.event:not(.greyed)")
+    expect(counted.first).to_contain_text("Charged")
+    grey = greyed.evaluate("element => getComputedStyle(element).color")
+    normal = counted.first.evaluate("element => getComputedStyle(element).color")
+    assert grey != normal
+    expect(page.locator("svg.activity rect")).to_have_count(1)  # only Mark's own Charged
