@@ -10,6 +10,7 @@ written.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from profiles.properties import (
     DEFAULT_PROPERTIES,
     DERIVED_KEYS,
     IDENTIFIER_KEYS,
+    MAX_LIST_ITEMS,
     ErrorCode,
     RecordError,
     clean_list,
@@ -34,6 +36,8 @@ OPERATIONS = LIST_OPERATIONS | NUMBER_OPERATIONS | {"$delete"}
 # received a list operation, so "list" accepts a string and "string" upgrades
 # to "list" on the first list operation (CleverTap's $add on a scalar).
 COMPATIBLE_TYPES = {("list", "string")}
+# Written by the product itself (test-profile marking): never refused by the custom-key cap.
+SYSTEM_KEYS = frozenset({"ct_is_test_user"})
 
 
 @dataclass
@@ -91,6 +95,8 @@ def _apply_custom(
     key: str, raw: Any, custom: dict[str, Any], known_types: dict[str, str], update: ProfileUpdate
 ) -> None:
     old = custom.get(key)
+    if isinstance(raw, list):
+        raw = {"$set": raw}  # a plain list sets a multi-value property
     if isinstance(raw, dict):
         if len(raw) != 1 or next(iter(raw)) not in OPERATIONS:
             raise RecordError(
@@ -103,14 +109,22 @@ def _apply_custom(
                 raise RecordError(ErrorCode.MISC, f"'$delete' of '{key}' needs the value true.")
             new = None
         elif operation in NUMBER_OPERATIONS:
-            if isinstance(argument, bool) or not isinstance(argument, int | float):
+            if (
+                isinstance(argument, bool)
+                or not isinstance(argument, int | float)
+                or (isinstance(argument, float) and not math.isfinite(argument))
+            ):
                 raise RecordError(ErrorCode.MISC, f"'{operation}' of '{key}' needs a number.")
             update.types[key] = _check_type(key, "number", known_types)
             if old is not None and (isinstance(old, bool) or not isinstance(old, int | float)):
                 raise RecordError(ErrorCode.MISC, f"'{operation}' of '{key}': it is not a number.")
             delta = argument if operation == "$incr" else -argument
             new = (old or 0) + delta
+            if isinstance(new, float) and not math.isfinite(new):
+                raise RecordError(ErrorCode.MISC, f"'{operation}' of '{key}' overflows.")
         elif operation == "$set" and not isinstance(argument, list):
+            if isinstance(argument, dict):
+                raise RecordError(ErrorCode.MISC, f"'$set' of '{key}' needs a value or a list.")
             _apply_custom(key, argument, custom, known_types, update)
             return
         else:
@@ -123,7 +137,7 @@ def _apply_custom(
                 new_list = [item for item in current if item not in items] + items
             else:  # $remove
                 new_list = [item for item in current if item not in items]
-            new_list = new_list[-100:]
+            new_list = new_list[-MAX_LIST_ITEMS:]  # the oldest go first
             new = new_list or None  # an emptied list deletes the property
     else:
         value = coerce_scalar(key, raw)
@@ -179,9 +193,9 @@ def plan_profile_update(
             continue
         default = DEFAULT_PROPERTIES.get(lowered)
         if default is not None:
-            new = None if deleting else default.clean(raw)
             if isinstance(raw, dict) and not deleting:
                 raise RecordError(ErrorCode.MISC, f"{default.key} takes a plain value.")
+            new = None if deleting else default.clean(raw)
             old = current_fields.get(default.field)
             empty = "" if default.field in STRING_FIELDS else None
             if (new if new is not None else empty) != old:
@@ -190,7 +204,9 @@ def plan_profile_update(
             continue
         _apply_custom(key, raw, custom, known_types, update)
     if update.custom_changed:
-        new_keys = [key for key in update.types if key not in known_types]
+        new_keys = [
+            key for key in update.types if key not in known_types and key not in SYSTEM_KEYS
+        ]
         if (
             current_custom_keys_total is not None
             and current_custom_keys_total + len(new_keys) > max_custom_keys

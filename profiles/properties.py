@@ -8,6 +8,7 @@ REST API and the imports. Errors carry CleverTap's codes and messages
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ MAX_EVENT_NAMES = 512
 MAX_LIST_ITEMS = 100
 MAX_CHARGED_ITEMS = 256
 MAX_IDENTIFIER_CHARS = 120
+MAX_EMAIL_CHARS = 254  # RFC 5321's path limit, and Profile.email's column
+MAX_CLIENT_EVENT_ID_CHARS = 128
 FORBIDDEN_KEY_CHARACTERS = set("%><!|&.:;$'\"\\#")
 DATE_PREFIX = "$D_"
 DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9()!:@$_\-]{1,64}$")
@@ -82,6 +85,8 @@ def normalize_email(raw: object) -> str:
     if not isinstance(raw, str):
         raise profile_error(ErrorCode.EMAIL, "Email is not valid.")
     email = raw.strip().lower()
+    if len(email) > MAX_EMAIL_CHARS:
+        raise profile_error(ErrorCode.EMAIL, "Email is not valid.")
     try:
         validate_email(email)
     except ValidationError:
@@ -144,6 +149,7 @@ def normalize_identifier(kind: str, raw: object) -> str:
 # --- values ----------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # the same few keys on every record of a bulk import
 def validate_key(key: object, *, what: str = "Property") -> str:
     if not isinstance(key, str) or not key.strip():
         raise RecordError(ErrorCode.MISC, f"{what} name must be a non-empty string.")
@@ -253,6 +259,8 @@ def _dob(raw: object) -> dt.date:
     date = parse_date(raw)
     if date is not None:
         return date.date()
+    if isinstance(raw, dt.datetime):
+        return raw.date()
     if isinstance(raw, dt.date):
         return raw
     if isinstance(raw, str):
@@ -290,7 +298,7 @@ def _education(raw: object) -> str:
 def _age(raw: object) -> int:
     try:
         age = int(raw)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise profile_error(ErrorCode.AGE, "Age is invalid.") from None
     if isinstance(raw, bool) or not 0 < age < 150 or (isinstance(raw, float) and raw != age):
         raise profile_error(ErrorCode.AGE, "Age is invalid.")

@@ -1,0 +1,176 @@
+"""Events: retries, system properties refreshed by events, event->profile mapping rules."""
+
+import datetime as dt
+
+import pytest
+
+from profiles.models import (
+    Device,
+    Event,
+    EventName,
+    EventPropertyMapping,
+    PropertyChange,
+    PropertyDefinition,
+    Source,
+)
+from profiles.services import Actor, DeviceInfo, event_push, profile_push
+
+SDK = Actor(source=Source.SDK)
+PHONE = "__" + "c" * 32
+pytestmark = pytest.mark.django_db
+T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def test_a_retried_client_event_id_stores_one_event_and_counts_once():
+    first = event_push(
+        device_id=PHONE,
+        name="Charged",
+        client_event_id="e-1",
+        properties={"Amount": 5},
+        ts=T0,
+        actor=SDK,
+    )
+    retry = event_push(
+        device_id=PHONE,
+        name="Charged",
+        client_event_id="e-1",
+        properties={"Amount": 5},
+        ts=T0,
+        actor=SDK,
+    )
+    assert first[1] is not None and first[1].pk
+    assert retry == (first[0], None) or (retry[0].pk, retry[1]) == (first[0].pk, None)
+    assert Event.objects.count() == 1
+    profile = first[0]
+    profile.refresh_from_db()
+    assert profile.event_count == 1
+    # Another id is another event.
+    event_push(device_id=PHONE, name="Charged", client_event_id="e-2", actor=SDK)
+    assert Event.objects.count() == 2
+
+
+def test_events_refresh_first_seen_last_seen_count_and_last_platform():
+    info = DeviceInfo(
+        platform="Android",
+        make="Google",
+        model="Pixel 8",
+        location="Paris",
+        push_token="tok",
+        push_enabled=True,
+    )
+    profile, event = event_push(
+        device_id=PHONE, name="App Opened", ts=T0, actor=SDK, device_info=info
+    )
+    profile.refresh_from_db()
+    assert (profile.first_seen, profile.last_seen, profile.event_count) == (T0, T0, 1)
+    assert (profile.last_platform, profile.last_device, profile.last_location) == (
+        "Android",
+        "Google Pixel 8",
+        "Paris",
+    )
+    device = Device.objects.get(object_id=PHONE)
+    assert (device.platform, device.push_token, device.push_enabled, device.last_seen) == (
+        "Android",
+        "tok",
+        True,
+        T0,
+    )
+    assert event.source == "sdk" and EventName.objects.filter(name="App Opened").exists()
+
+    later = T0 + dt.timedelta(days=1)
+    event_push(
+        device_id=PHONE, name="Viewed", ts=later, actor=SDK, device_info=DeviceInfo(platform="iOS")
+    )
+    # A back-filled older event moves first seen but changes no "last" property.
+    earlier = T0 - dt.timedelta(days=1)
+    event_push(
+        device_id=PHONE,
+        name="Viewed",
+        ts=earlier,
+        actor=SDK,
+        device_info=DeviceInfo(platform="Web", location="Berlin"),
+    )
+    profile.refresh_from_db()
+    assert (profile.first_seen, profile.last_seen, profile.event_count) == (earlier, later, 3)
+    assert (profile.last_platform, profile.last_location) == ("iOS", "Paris")
+    assert Device.objects.get(object_id=PHONE).last_seen == later
+
+
+def test_last_platform_falls_back_to_the_devices_platform():
+    event_push(device_id=PHONE, name="A", actor=SDK, device_info=DeviceInfo(platform="Android"))
+    profile, _ = event_push(device_id=PHONE, name="B", actor=SDK)
+    profile.refresh_from_db()
+    assert profile.last_platform == "Android"
+
+
+def test_an_event_without_a_device_still_counts():
+    profile, event = event_push(identifiers={"identity": "u1"}, name="Charged", ts=T0, actor=SDK)
+    profile.refresh_from_db()
+    assert (profile.event_count, profile.last_seen, event.device) == (1, T0, None)
+    assert profile.identified
+
+
+def test_mapping_rules_copy_an_event_property_to_the_profile():
+    EventPropertyMapping.objects.create(
+        event_name="Plan Purchased", event_property="plan", profile_property="Plan"
+    )
+    EventPropertyMapping.objects.create(
+        event_name="Plan Purchased",
+        event_property="seats",
+        profile_property="Seats",
+        enabled=False,
+    )
+    profile, _ = event_push(
+        identifiers={"identity": "u1"},
+        name="Plan Purchased",
+        ts=T0,
+        actor=SDK,
+        properties={"plan": "Gold", "seats": 3},
+    )
+    profile.refresh_from_db()
+    assert profile.custom == {"Plan": "Gold"}
+    change = PropertyChange.objects.get()
+    assert (change.property, change.new_value, change.source, change.changed_at) == (
+        "Plan",
+        "Gold",
+        "sdk",
+        T0,
+    )
+    # Other events and events without the property leave the profile alone.
+    event_push(identifiers={"identity": "u1"}, name="Plan Purchased", actor=SDK)
+    event_push(identifiers={"identity": "u1"}, name="Other", properties={"plan": "x"}, actor=SDK)
+    profile.refresh_from_db()
+    assert profile.custom == {"Plan": "Gold"} and profile.event_count == 3
+
+
+def test_a_mapped_value_of_the_wrong_type_is_skipped_but_the_event_is_kept():
+    EventPropertyMapping.objects.create(
+        event_name="Plan Purchased", event_property="plan", profile_property="Plan"
+    )
+    profile_push(identifiers={"identity": "u1"}, profile_data={"Plan": "Gold"}, actor=SDK)
+    profile, event = event_push(
+        identifiers={"identity": "u1"}, name="Plan Purchased", properties={"plan": 7}, actor=SDK
+    )
+    assert event is not None
+    profile.refresh_from_db()
+    assert profile.custom == {"Plan": "Gold"} and profile.event_count == 1
+    assert PropertyDefinition.objects.get(name="Plan").type == "string"
+
+
+def test_event_properties_are_stored_with_dates_converted_and_items_kept():
+    _, event = event_push(
+        identifiers={"identity": "u1"},
+        name="Charged",
+        actor=SDK,
+        properties={
+            "Amount": 300,
+            "When": "$D_1700000000",
+            "Items": [{"sku": "a", "Price": 1.5}, {"sku": "b"}],
+        },
+    )
+    event.refresh_from_db()
+    assert event.properties == {
+        "Amount": 300,
+        "When": "2023-11-14T22:13:20Z",
+        "Items": [{"sku": "a", "Price": 1.5}, {"sku": "b"}],
+    }
