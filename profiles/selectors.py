@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
 
-from django.db.models import Q
+from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import TruncDate
+from django.db.models.lookups import StartsWith
 from django.utils import timezone
 
 from profiles.models import (
     TEST_PROFILE_PROPERTY,
     TEST_PROFILE_VALUE,
+    Device,
+    Event,
     Identifier,
     Profile,
+    PropertyChange,
     PropertyDefinition,
     PropertyScope,
 )
@@ -70,4 +78,286 @@ def profile_get_by_device(*, object_id: str) -> Profile | None:
 def profile_property_types() -> dict[str, str]:
     return dict(
         PropertyDefinition.objects.filter(scope=PropertyScope.PROFILE).values_list("name", "type")
+    )
+
+
+# --- Find People and the profile page --------------------------------------------
+# (Reads for profiles/views.py; every function runs a fixed number of queries.)
+
+PEOPLE_ORDER = (F("last_seen").desc(nulls_last=True), F("id").desc())  # index profile_last_seen
+
+
+def people_list() -> QuerySet[Profile]:
+    """Everyone, most recently seen first, with their identifiers prefetched."""
+    return Profile.objects.order_by(*PEOPLE_ORDER).prefetch_related(
+        Prefetch("identifiers", queryset=Identifier.objects.order_by("kind", "value"))
+    )
+
+
+def people_exact_match_ids(*, query: str) -> list[int]:
+    """Ids of the profiles that hold `query` exactly, in one indexed query: as an
+    identity/FBID/GPID, an email or phone (in any accepted format), a CleverTap ID
+    or a device objectId."""
+    query = query.strip()
+    if not query:
+        return []
+    held = Q(kind__in=["identity", "fbid", "gpid"], value=query)
+    for kind in ("email", "phone"):
+        if kind == "email" and "@" not in query:
+            continue
+        try:
+            held |= Q(kind=kind, value=normalize_identifier(kind, query))
+        except RecordError:
+            continue
+    by_identifier = Identifier.objects.filter(held).values_list("profile_id")
+    by_device = Device.objects.filter(object_id=query, profile__isnull=False).values_list(
+        "profile_id"
+    )
+    by_ct_id = Profile.objects.filter(ct_id=query).values_list("id")
+    return sorted({row[0] for row in by_identifier.union(by_device, by_ct_id)})
+
+
+def people_search_q(*, query: str) -> Q:
+    """Exact identifier matches, or a case-insensitive name prefix (index on UPPER(name))."""
+    query = query.strip()
+    return Q(pk__in=people_exact_match_ids(query=query)) | Q(name__istartswith=query)
+
+
+def has_push_q() -> Q:
+    """At least one device with a push token (the platform ID)."""
+    return Q(Exists(Device.objects.filter(profile=OuterRef("pk")).exclude(push_token="")))
+
+
+def profile_property_condition(*, name: str, value: str) -> Q:
+    """`name` = `value` for a default property (value cleaned like ingestion) or a
+    custom one (typed by its PropertyDefinition). Raises RecordError for a value
+    the property cannot hold."""
+    from profiles.properties import DEFAULT_PROPERTIES, YES_NO
+
+    name, value = name.strip(), value.strip()
+    default = DEFAULT_PROPERTIES.get(name.lower())
+    if default is not None:
+        return Q(**{default.field: default.clean(value)})
+    type_ = profile_property_types_for([name]).get(name, "")
+    if type_ == "number":
+        try:
+            number = float(value)
+        except ValueError:
+            raise RecordError(555, f"{name} holds numbers: “{value}” is not one.") from None
+        return Q(custom__contains={name: int(number) if number.is_integer() else number})
+    if type_ == "boolean":
+        if value.lower() not in YES_NO:
+            raise RecordError(555, f"{name} is true or false: “{value}” is neither.")
+        return Q(custom__contains={name: YES_NO[value.lower()]})
+    if type_ == "list":
+        return Q(custom__contains={name: [value]})
+    if type_ == "date":
+        # Dates are ISO-8601 UTC text: "2024-01-31" matches that whole day.
+        return Q(StartsWith(KeyTextTransform(name, "custom"), value))
+    return Q(custom__contains={name: value})
+
+
+def profile_property_types_for(names: list[str]) -> dict[str, str]:
+    return dict(
+        PropertyDefinition.objects.filter(scope=PropertyScope.PROFILE, name__in=names).values_list(
+            "name", "type"
+        )
+    )
+
+
+def profile_property_names() -> list[str]:
+    """Custom profile property names, for the filter's suggestions."""
+    return list(
+        PropertyDefinition.objects.filter(scope=PropertyScope.PROFILE)
+        .order_by("name")
+        .values_list("name", flat=True)[:300]
+    )
+
+
+def profile_get_for_page(*, ct_id: str) -> Profile | None:
+    """The profile with its identifiers and devices (three queries)."""
+    return (
+        Profile.objects.filter(ct_id=ct_id)
+        .prefetch_related(
+            Prefetch("identifiers", queryset=Identifier.objects.order_by("kind", "value")),
+            Prefetch(
+                "devices", queryset=Device.objects.order_by(F("last_seen").desc(nulls_last=True))
+            ),
+        )
+        .first()
+    )
+
+
+def profile_linked_anonymous_ids(*, profile: Profile, limit: int = 50) -> list[int]:
+    """Anonymous profiles left behind by scenario 2, linked to `profile`."""
+    return list(
+        Profile.objects.filter(linked_to=profile)
+        .order_by("id")
+        .values_list("id", flat=True)[:limit]
+    )
+
+
+@dataclass(frozen=True)
+class TimelineCursor:
+    """A keyset position in a timeline: events strictly older than (ts, id)."""
+
+    ts: dt.datetime
+    id: int
+
+    # Whole microseconds since the epoch: exact, unlike float seconds.
+    EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+    def encode(self) -> str:
+        return f"{(self.ts - self.EPOCH) // dt.timedelta(microseconds=1)}_{self.id}"
+
+    @classmethod
+    def decode(cls, raw: str | None) -> TimelineCursor | None:
+        try:
+            micros, _, event_id = (raw or "").partition("_")
+            moment = cls.EPOCH + dt.timedelta(microseconds=int(micros))
+            return cls(ts=moment, id=int(event_id))
+        except (ValueError, OverflowError):
+            return None
+
+
+def profile_timeline(
+    *, profile_ids: list[int], before: TimelineCursor | None = None, limit: int = 50
+) -> tuple[list[Event], TimelineCursor | None]:
+    """One page of events of these profiles, newest first, and the cursor of the
+    next page (None at the end). One query: a UNION ALL of one index range scan
+    (profile, ts, id) per profile, merged and cut to `limit` + 1."""
+    parts = []
+    for profile_id in profile_ids:
+        events = Event.objects.filter(profile_id=profile_id)
+        if before is not None:
+            events = events.filter(
+                Q(ts__lt=before.ts) | Q(ts=before.ts, id__lt=before.id), ts__lte=before.ts
+            )
+        parts.append(events.order_by("-ts", "-id")[: limit + 1])
+    if not parts:
+        return [], None
+    if len(parts) == 1:
+        rows = list(parts[0])
+    else:
+        rows = list(parts[0].union(*parts[1:], all=True).order_by("-ts", "-id")[: limit + 1])
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, TimelineCursor(ts=rows[-1].ts, id=rows[-1].id)
+
+
+def profile_activity(
+    *, profile: Profile, days: int = 90, today: dt.date | None = None
+) -> list[tuple[dt.date, str, int]]:
+    """(day, event name, count) over the last `days` days, UTC, for the profile's
+    own events only (linked anonymous events never count). One GROUP BY over an
+    index range scan on (profile, ts)."""
+    today = today or timezone.now().date()
+    start = dt.datetime.combine(today - dt.timedelta(days=days - 1), dt.time.min, tzinfo=dt.UTC)
+    rows = (
+        Event.objects.filter(profile=profile, ts__gte=start)
+        .annotate(day=TruncDate("ts", tzinfo=dt.UTC))
+        .values_list("day", "name")
+        .annotate(count=Count("*"))
+        .order_by()  # a hash aggregate; sorting the few groups here is cheaper
+    )
+    return sorted(rows)
+
+
+def profile_changes(*, profile: Profile, limit: int = 50) -> list[PropertyChange]:
+    return list(
+        PropertyChange.objects.filter(profile=profile)
+        .select_related("actor")
+        .order_by("-changed_at", "-id")[:limit]
+    )
+
+
+@dataclass(frozen=True)
+class Reachability:
+    channel: str
+    reachable: bool
+    reason: str  # why not, or how
+
+
+def profile_reachability(*, profile: Profile, devices: list[Device]) -> list[Reachability]:
+    """Can a campaign reach the person on each channel, and if not, why not.
+    An unset MSG-* flag means subscribed (CleverTap's default), except for WhatsApp,
+    which needs an explicit opt-in; False means opted out."""
+
+    def by_address(channel: str, address: str, missing: str, flag: bool | None, key: str):
+        if not address:
+            return Reachability(channel, False, missing)
+        if flag is False:
+            return Reachability(channel, False, f"{key} is false (opted out)")
+        if flag is None and channel == "WhatsApp":  # WhatsApp needs an explicit opt-in
+            return Reachability(channel, False, f"{key} is not set (no opt-in)")
+        return Reachability(channel, True, address)
+
+    with_token = [device for device in devices if device.push_token]
+    if profile.msg_push is False:
+        push = Reachability("Push", False, "MSG-push is false (opted out)")
+    elif not devices:
+        push = Reachability("Push", False, "no device")
+    elif not with_token:
+        push = Reachability("Push", False, "no push token on any device")
+    elif all(device.push_enabled is False for device in with_token):
+        push = Reachability("Push", False, "push disabled on every device")
+    else:
+        enabled = sum(device.push_enabled is not False for device in with_token)
+        push = Reachability("Push", True, f"{enabled} device{'s' if enabled != 1 else ''}")
+    return [
+        by_address("Email", profile.email, "no email", profile.msg_email, "MSG-email"),
+        by_address("SMS", profile.phone, "no phone", profile.msg_sms, "MSG-sms"),
+        by_address("WhatsApp", profile.phone, "no phone", profile.msg_whatsapp, "MSG-whatsapp"),
+        push,
+    ]
+
+
+def profile_property_groups(
+    *, profile: Profile, today: dt.date | None = None
+) -> dict[str, list[tuple[str, object]]]:
+    """Default, Custom and System properties as (label, value) pairs, in display order.
+    Age is computed from DOB here, never stored."""
+    from profiles.properties import DEFAULT_PROPERTIES
+
+    today = today or timezone.localdate()
+    default = [(prop.key, getattr(profile, prop.field)) for prop in DEFAULT_PROPERTIES.values()]
+    custom = sorted(profile.custom.items(), key=lambda item: item[0].lower())
+    system = [
+        ("Age", age_on(profile.dob, today) if profile.dob else None),
+        ("Profile type", profile.profile_type.capitalize()),
+        ("First seen", profile.first_seen),
+        ("Last seen", profile.last_seen),
+        ("Events", profile.event_count),
+        ("Last platform", profile.last_platform),
+        ("Last device", profile.last_device),
+        ("Last location", profile.last_location),
+        ("Created", profile.created_at),
+    ]
+    return {"Default": default, "Custom": custom, "System": system}
+
+
+def profile_export_events(*, profile_ids: list[int]) -> Iterator[Event]:
+    """Every event of these profiles, oldest first, streamed from the database."""
+    return (
+        Event.objects.filter(profile_id__in=profile_ids)
+        .select_related("device")
+        .order_by("profile_id", "ts", "id")
+        .iterator(chunk_size=2000)
+    )
+
+
+def profile_export_changes(*, profile_ids: list[int]) -> Iterator[PropertyChange]:
+    return (
+        PropertyChange.objects.filter(profile_id__in=profile_ids)
+        .select_related("actor")
+        .order_by("changed_at", "id")
+        .iterator(chunk_size=2000)
+    )
+
+
+def profile_linked_anonymous(*, profile: Profile) -> list[Profile]:
+    """All anonymous profiles linked to `profile`, with their devices (for the export)."""
+    return list(
+        Profile.objects.filter(linked_to=profile).prefetch_related("devices").order_by("id")
     )
