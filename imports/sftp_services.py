@@ -53,6 +53,7 @@ from imports.models import (
     SftpSource,
     SftpSourceKind,
 )
+from imports.sources.csv import formula_safe
 from imports.sources.sftp import (
     FAILED_DIR,
     PROCESSED_DIR,
@@ -563,17 +564,12 @@ def _finish(
     ledger.save(update_fields=["moved_to", "note", "updated_at"])
 
 
-def _csv_safe(value: object) -> str:
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 def result_file_content(ledger: SftpFile, import_run: ImportRun | None, error: str = "") -> bytes:
     """Totals as `field,value` lines, a blank line, then the rejected rows."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["field", "value"])
-    writer.writerow(["file", _csv_safe(ledger.name)])
+    writer.writerow(["file", formula_safe(ledger.name)])
     writer.writerow(
         ["status", "imported" if ledger.status == SftpFileStatus.IMPORTED else "failed"]
     )
@@ -587,7 +583,7 @@ def result_file_content(ledger: SftpFile, import_run: ImportRun | None, error: s
             "rows_rejected",
         ):
             writer.writerow([name, getattr(import_run, name) or 0])
-    writer.writerow(["error", _csv_safe(error)])
+    writer.writerow(["error", formula_safe(error)])
     content = out.getvalue().encode()
     rejected = _rejected_rows_csv(import_run) if import_run is not None else b""
     if rejected:

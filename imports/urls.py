@@ -5,5 +5,8 @@ from imports import views
 app_name = "imports"
 urlpatterns = [
     path("", views.index, name="list"),
+    path("<int:pk>/", views.detail, name="detail"),
+    path("<int:pk>/mapping/", views.mapping, name="mapping"),
+    path("<int:pk>/rejected.csv", views.rejected_csv, name="rejected"),
     path("sftp/", include("imports.sftp_urls")),
 ]

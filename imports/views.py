@@ -1,11 +1,102 @@
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+"""CSV imports: upload and history, mapping, progress, rejected rows."""
 
-from config.access import permission_required
+from __future__ import annotations
+
+import re
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.views.decorators.http import require_GET, require_http_methods
+from django_htmx.http import HttpResponseStopPolling
+from django_tables2 import LazyPaginator, RequestConfig
+
+from config.access import permission_required, require_permission
+from imports.forms import MappingForm, UploadForm
+from imports.models import ImportOrigin, ImportRun, ImportStatus
+from imports.selectors import import_run_list, import_run_preview, import_run_rejected_csv
+from imports.services import import_run_create, import_run_set_mapping, import_run_start
+from imports.tables import ImportRunTable
+
+PER_PAGE = 25
+
+
+@require_http_methods(["GET", "POST"])
+@permission_required("imports.view_importrun")
+def index(request: HttpRequest) -> HttpResponse:
+    """The history of imports and, for Importers, the upload form."""
+    can_upload = request.user.has_perm("imports.add_importrun")
+    form = UploadForm()
+    if request.method == "POST":
+        require_permission("imports.add_importrun", request)
+        form = UploadForm(request.POST, request.FILES)
+        if form.is_valid():
+            run = import_run_create(
+                kind=form.cleaned_data["kind"],
+                file_name=form.cleaned_data["file"].name,
+                content=form.cleaned_data["file"],
+                event_name=form.cleaned_data["event_name"],
+                uploaded_by=request.user,
+                origin=ImportOrigin.WEB,
+            )
+            if run.status == ImportStatus.FAILED:
+                form.add_error("file", run.error)
+            else:
+                return redirect("imports:mapping", pk=run.pk)
+    table = ImportRunTable(import_run_list())
+    RequestConfig(
+        request, paginate={"per_page": PER_PAGE, "paginator_class": LazyPaginator}
+    ).configure(table)
+    status = 400 if form.errors else 200
+    context = {
+        "nav": "imports", "table": table, "form": form, "can_upload": can_upload,
+        "max_upload": settings.IMPORT_MAX_UPLOAD_BYTES,
+    }  # fmt: skip
+    return render(request, "imports/list.html", context, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+@permission_required("imports.add_importrun")
+def mapping(request: HttpRequest, pk: int) -> HttpResponse:
+    """Preview of the first rows; choose what each column holds; then import."""
+    run = get_object_or_404(ImportRun, pk=pk)
+    if run.status != ImportStatus.PENDING:
+        return redirect(run)
+    preview = import_run_preview(import_run=run)
+    form = MappingForm(request.POST or None, import_run=run, detected=preview["detected"])
+    if request.method == "POST" and form.is_valid():
+        try:
+            import_run_set_mapping(import_run=run, mapping=form.mapping())
+        except ValueError as error:
+            form.add_error(None, str(error))
+        else:
+            import_run_start(import_run=run)
+            return redirect(run)
+    context = {"nav": "imports", "run": run, "form": form, "preview": preview}
+    return render(request, "imports/mapping.html", context, status=400 if form.errors else 200)
 
 
 @require_GET
 @permission_required("imports.view_importrun")
-def index(request: HttpRequest) -> HttpResponse:
-    return render(request, "placeholder.html", {"nav": "imports", "title": "Imports"})
+def detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """The run's progress (polled by htmx until it ends), then its totals."""
+    run = get_object_or_404(ImportRun.objects.select_related("uploaded_by"), pk=pk)
+    context = {"nav": "imports", "run": run}
+    if request.htmx:
+        html = render_to_string("imports/detail.html#progress", context, request=request)
+        if run.status not in {ImportStatus.QUEUED, ImportStatus.RUNNING}:
+            return HttpResponseStopPolling(html)
+        return HttpResponse(html)
+    return render(request, "imports/detail.html", context)
+
+
+@require_GET
+@permission_required("imports.view_importrun")
+def rejected_csv(request: HttpRequest, pk: int) -> HttpResponse:
+    """The rejected rows with the reasons, as a formula-safe CSV."""
+    run = get_object_or_404(ImportRun, pk=pk)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", run.file_name.rsplit(".", 1)[0])[:80] or "import"
+    response = HttpResponse(import_run_rejected_csv(import_run=run), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="{stem}-rejected-rows.csv"'
+    return response

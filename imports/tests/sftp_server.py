@@ -290,24 +290,6 @@ def make_sftp_source():
 
 @pytest.fixture
 def sftp_role_groups(db) -> None:
-    """Recreate the role groups of migration profiles/0003 (and the permissions)
-    when a transactional test's flush removed them (with --reuse-db they stay
-    gone for the next session too)."""
-    import importlib
+    from profiles.tests.roles import ensure_role_groups
 
-    from django.apps import apps
-    from django.contrib.auth.management import create_permissions
-    from django.contrib.auth.models import Group, Permission
-
-    groups = importlib.import_module("profiles.migrations.0003_groups").GROUPS
-    if Group.objects.filter(name__in=groups).count() == len(groups):
-        return
-    for app_config in apps.get_app_configs():
-        create_permissions(app_config, verbosity=0)
-    for name, perms in groups.items():
-        group, _ = Group.objects.get_or_create(name=name)
-        for perm in perms:
-            app_label, codename = perm.split(".")
-            group.permissions.add(
-                Permission.objects.get(content_type__app_label=app_label, codename=codename)
-            )
+    ensure_role_groups()

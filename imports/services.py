@@ -1,0 +1,569 @@
+"""Writes of the imports app: store a CSV, map its columns, queue it, run it.
+
+The pipeline is the same for the web upload, `manage.py import_csv` and SFTP:
+
+    import_run_create  -> stores the file, detects encoding/delimiter/columns and
+                          (unless given) the column mapping from CleverTap's
+                          header conventions
+    import_run_start   -> QUEUED, the Celery task sent when the transaction commits
+    import_run_execute -> claims the run, imports it chunk by chunk
+
+Each chunk (IMPORT_CHUNK_ROWS rows) is validated with the API's rules and
+written set-based by profiles.bulk in ONE transaction together with the
+run's counters and checkpoint (`last_committed_row`). A worker killed
+mid-file therefore leaves a consistent run: the next claim resumes after the
+checkpoint and nothing is written twice.
+
+File rules (shown on the upload page):
+- empty cells are skipped (they never erase a value);
+- rows about the same person are applied in file order: the last row wins;
+- an email/phone another profile holds refuses the row (never merged);
+- events: each row's client event id is a fingerprint of the person, the
+  event name, the `ts` cell and the properties, so uploading the same rows
+  again stores nothing new (identical rows in one file are one event).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.core.files import File
+from django.core.files.base import ContentFile
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from imports.models import ImportKind, ImportOrigin, ImportRejectedRow, ImportRun, ImportStatus
+from imports.signals import import_chunk_committed
+from imports.sources import csv as csv_source
+from imports.sources.csv import CellError, ColumnSpec, CsvFileError
+from profiles.bulk import (
+    BulkConflict,
+    BulkEventRow,
+    BulkProfileRow,
+    BulkResult,
+    events_bulk_insert,
+    profiles_bulk_upsert,
+)
+from profiles.models import PropertyDefinition, PropertyScope, Source
+from profiles.properties import (
+    DEFAULT_PROPERTIES,
+    IDENTITY_MISSING_MESSAGE,
+    ErrorCode,
+    RecordError,
+    validate_key,
+)
+from profiles.services import Actor, event_validate
+
+logger = logging.getLogger(__name__)
+
+IDENTIFIER_ROLES = ("identity", "email", "phone", "objectId")  # lookup order
+ROLES = {
+    "identity": "identity (names the person)",
+    "objectId": "objectId (device id)",
+    "email": "Email (identifier)",
+    "phone": "Phone (identifier)",
+    "property": "property",
+    "ts": "ts (event time)",
+    "ignore": "ignore",
+}
+EVENT_ONLY_ROLES = {"ts"}
+# Columns of our own rejected-rows report: ignored when that file is re-uploaded.
+REPORT_COLUMNS = ["Error row", "Error column", "Error value", "Error reason"]
+PROPERTY_TYPE_TO_COLUMN = {"number": "float", "boolean": "boolean", "list": "list",
+                           "date": "date", "string": "string"}  # fmt: skip
+
+
+def chunk_rows() -> int:
+    return int(getattr(settings, "IMPORT_CHUNK_ROWS", 10_000))
+
+
+def stale_after() -> dt.timedelta:
+    """A RUNNING run whose heartbeat is older is taken over (its worker died)."""
+    return dt.timedelta(seconds=int(getattr(settings, "IMPORT_HEARTBEAT_STALE_SECONDS", 300)))
+
+
+class ImportFileError(Exception):
+    """The run cannot proceed (bad file, bad mapping); the message is for people."""
+
+
+# --- mapping ---------------------------------------------------------------------------
+
+
+def import_run_columns(run: ImportRun) -> list[ColumnSpec]:
+    return [csv_source.parse_header_cell(header) for header in run.columns]
+
+
+def mapping_detect(
+    *, kind: str, columns: list[ColumnSpec], sample: list[list[str]]
+) -> dict[str, Any]:
+    """The mapping CleverTap's header conventions imply, so a file imports without a
+    manual step: `identity`, `objectId`, `Email`, `Phone` (and `ts` for events) by
+    name; types from the header (`<Float>`…), else from the property's recorded
+    type, else from the first rows."""
+    names = [column.name for column in columns if column.declared_type is None]
+    known = dict(
+        PropertyDefinition.objects.filter(scope=PropertyScope.PROFILE, name__in=names).values_list(
+            "name", "type"
+        )
+    )
+    mapped = []
+    for position, column in enumerate(columns):
+        lowered = column.name.lower()
+        if lowered == "identity":
+            role = "identity"
+        elif lowered in {"objectid", "guid"}:
+            role = "objectId"
+        elif lowered in {"email", "phone"}:
+            role = lowered
+        elif lowered == "ts" and kind == ImportKind.EVENTS:
+            role = "ts"
+        elif column.header in REPORT_COLUMNS:
+            role = "ignore"
+        else:
+            role = "property"
+        column_type = ""
+        if role == "property" and (kind == ImportKind.EVENTS or lowered not in DEFAULT_PROPERTIES):
+            if column.declared_type:
+                column_type = column.declared_type
+            elif kind == ImportKind.PROFILES and column.name in known:
+                column_type = PROPERTY_TYPE_TO_COLUMN[known[column.name]]
+            else:
+                values = [row[position] for row in sample if position < len(row)]
+                column_type = csv_source.detect_type(values)
+        mapped.append({"role": role, "type": column_type, "date_format": column.date_format})
+    return {"columns": mapped}
+
+
+def mapping_errors(*, kind: str, columns: list[ColumnSpec], mapping: dict[str, Any]) -> list[str]:
+    """What stops this mapping from importing, in words for the person mapping."""
+    entries = mapping.get("columns") or []
+    if len(entries) != len(columns):
+        return ["The mapping does not match the file's columns; map the file again."]
+    errors: list[str] = []
+    roles = [entry.get("role") for entry in entries]
+    if not any(role in IDENTIFIER_ROLES for role in roles):
+        errors.append(
+            "Choose the column that names the person: identity (CleverTap's files have a "
+            "lower-case `identity` column), objectId, Email or Phone."
+        )
+    for role in {*IDENTIFIER_ROLES, "ts"}:
+        if roles.count(role) > 1:
+            errors.append(f"Only one column can be {ROLES[role]}.")
+    for column, entry in zip(columns, entries, strict=True):
+        role, column_type = entry.get("role"), entry.get("type") or ""
+        if role not in ROLES or (role in EVENT_ONLY_ROLES and kind != ImportKind.EVENTS):
+            errors.append(f"Column '{column.header}': choose what it holds.")
+            continue
+        if role != "property":
+            continue
+        if column_type and column_type not in csv_source.COLUMN_TYPES:
+            errors.append(f"Column '{column.header}': '{column_type}' is not a type.")
+        if kind == ImportKind.EVENTS and column_type == "list":
+            errors.append(f"Column '{column.header}': event properties cannot be multi-value.")
+        try:
+            validate_key(column.name)
+        except RecordError as error:
+            errors.append(f"Column '{column.header}': {error.message}")
+    return errors
+
+
+@dataclass(frozen=True)
+class _Column:
+    index: int
+    header: str
+    name: str
+    role: str
+    type: str  # "" for default properties: their own cleaners take the raw text
+    date_format: str
+
+
+class _RowError(Exception):
+    def __init__(self, column: str, value: str, code: int, message: str) -> None:
+        super().__init__(message)
+        self.column, self.value, self.code, self.message = column, value, code, message
+
+
+class _RowReader:
+    """Turns the cells of one row into a bulk row, per the run's mapping."""
+
+    def __init__(self, run: ImportRun) -> None:
+        self.run = run
+        columns = import_run_columns(run)
+        entries = run.mapping["columns"]
+        self.width = len(columns)
+        self.columns = [
+            _Column(i, c.header, c.name, e["role"], e.get("type") or "",
+                    e.get("date_format") or c.date_format)
+            for i, (c, e) in enumerate(zip(columns, entries, strict=True))
+        ]  # fmt: skip
+        self.keys = [c for role in IDENTIFIER_ROLES for c in self.columns if c.role == role]
+        self.data_columns = [c for c in self.columns if c.role in {"property", "email", "phone"}]
+        if run.kind == ImportKind.EVENTS:  # identifiers name the person, they are no event data
+            self.data_columns = [c for c in self.columns if c.role == "property"]
+        self.ts_column = next((c for c in self.columns if c.role == "ts"), None)
+        self.by_key = {c.name: c for c in self.columns}
+        self.by_key.update({c.role: c for c in self.keys})
+        self.default_ts = run.created_at
+
+    def column_for(self, key: str) -> _Column | None:
+        return self.by_key.get(key) or self.by_key.get(key.lower())
+
+    def _check_width(self, cells: list[str]) -> None:
+        if len(cells) > self.width:
+            extra = cells[self.width :]
+            raise _RowError(
+                "", ",".join(extra), ErrorCode.MISC,
+                f"The row has {len(cells)} values but the header names {self.width} columns.",
+            )  # fmt: skip
+        if len(cells) < self.width:
+            missing = self.columns[len(cells)].header
+            raise _RowError(
+                missing, "", ErrorCode.MISC,
+                f"The row has {len(cells)} values but the header names {self.width} columns"
+                f" (no value for '{missing}').",
+            )  # fmt: skip
+
+    def _key(self, cells: list[str]) -> tuple[str, str]:
+        for column in self.keys:
+            value = cells[column.index].strip()
+            if value:
+                return column.role, value
+        first = self.keys[0]
+        raise _RowError(first.header, "", ErrorCode.IDENTITY_MISSING, IDENTITY_MISSING_MESSAGE)
+
+    def _data(self, cells: list[str]) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for column in self.data_columns:
+            cell = cells[column.index]
+            if not cell.strip():
+                continue  # an empty cell never erases a value
+            try:
+                if column.type:
+                    value: Any = csv_source.convert(cell, column.type, column.date_format)
+                elif column.date_format:  # a default property with a declared date format
+                    value = csv_source.epoch_date(csv_source.parse_date(cell, column.date_format))
+                else:
+                    value = cell
+            except CellError as error:
+                raise _RowError(
+                    column.header, cell, ErrorCode.MISC, f"Value of '{column.name}': {error}"
+                ) from None
+            data[column.name] = value
+        return data
+
+    def profile_row(self, number: int, cells: list[str]) -> BulkProfileRow:
+        self._check_width(cells)
+        kind, value = self._key(cells)
+        return BulkProfileRow(ref=number, key_kind=kind, key_value=value,
+                              profile_data=self._data(cells))  # fmt: skip
+
+    def _ts(self, cells: list[str]) -> tuple[dt.datetime, str]:
+        column = self.ts_column
+        raw = cells[column.index].strip() if column else ""
+        if not raw:
+            return self.default_ts, ""
+        try:
+            if column.date_format or column.type == "date":
+                return csv_source.parse_date(raw, column.date_format), raw
+            return dt.datetime.fromtimestamp(float(raw), tz=dt.UTC), raw
+        except (CellError, ValueError, OverflowError, OSError):
+            raise _RowError(
+                column.header, raw, ErrorCode.TIMESTAMP,
+                "Timestamp should be present in the Unix Epoch format.",
+            ) from None  # fmt: skip
+
+    def event_row(self, number: int, cells: list[str]) -> BulkEventRow:
+        self._check_width(cells)
+        kind, value = self._key(cells)
+        properties = self._data(cells)
+        ts, raw_ts = self._ts(cells)
+        fingerprint = json.dumps(
+            [self.run.event_name, kind, value, raw_ts, sorted(properties.items())],
+            separators=(",", ":"), default=str,
+        )  # fmt: skip
+        client_event_id = "csv:" + hashlib.sha256(fingerprint.encode()).hexdigest()
+        return BulkEventRow(ref=number, key_kind=kind, key_value=value, properties=properties,
+                            ts=ts, client_event_id=client_event_id)  # fmt: skip
+
+
+# --- create, map, start ------------------------------------------------------------------
+
+
+def _fail(run: ImportRun, message: str) -> ImportRun:
+    now = timezone.now()
+    ImportRun.objects.filter(pk=run.pk).update(
+        status=ImportStatus.FAILED, error=message, finished_at=now, claim=None
+    )
+    run.refresh_from_db()
+    return run
+
+
+@transaction.atomic
+def import_run_create(
+    *,
+    kind: str,
+    file_name: str,
+    content: File | bytes,
+    event_name: str = "",
+    uploaded_by=None,
+    origin: str = ImportOrigin.WEB,
+    mapping: dict[str, Any] | None = None,
+) -> ImportRun:
+    """Store the file and inspect it; the run is PENDING (waiting for its mapping).
+
+    Encoding, delimiter, header and row count are detected now; with
+    `mapping=None` the mapping is detected from the header (see mapping_detect).
+    A file that cannot be imported at all (binary, not UTF-8, no header, too
+    big, bad event name) gives a FAILED run whose `error` says why — it is
+    kept, so the history shows it. Nothing is imported yet.
+    """
+    if kind not in ImportKind.values:
+        raise ValueError(f"kind must be one of {ImportKind.values}")
+    if origin not in ImportOrigin.values:
+        raise ValueError(f"origin must be one of {ImportOrigin.values}")
+    if isinstance(content, bytes | bytearray):
+        content = ContentFile(bytes(content))
+    run = ImportRun(
+        kind=kind, file_name=file_name[:255], event_name=event_name.strip(),
+        uploaded_by=uploaded_by, origin=origin,
+    )  # fmt: skip
+    run.file.save(file_name or "upload.csv", content, save=False)
+    run.file_size = run.file.size
+    run.save()
+    limit = settings.IMPORT_MAX_UPLOAD_BYTES
+    if run.file_size > limit:
+        return _fail(
+            run, f"The file is {run.file_size / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB."
+        )
+    if kind == ImportKind.EVENTS:
+        try:
+            event_validate(run.event_name, {})
+        except RecordError as error:
+            return _fail(run, error.message)
+    try:
+        with run.file.open("rb") as binary:
+            info = csv_source.inspect(binary)
+            sample = csv_source.preview(binary, info)
+    except CsvFileError as error:
+        return _fail(run, str(error))
+    run.encoding, run.delimiter = info.encoding, info.delimiter
+    run.columns = [column.header for column in info.columns]
+    run.rows_total = info.rows_total
+    run.mapping = mapping or mapping_detect(kind=kind, columns=info.columns, sample=sample)
+    run.save(update_fields=["encoding", "delimiter", "columns", "rows_total", "mapping"])
+    return run
+
+
+@transaction.atomic
+def import_run_set_mapping(*, import_run: ImportRun, mapping: dict[str, Any]) -> ImportRun:
+    """Replace the mapping of a run still waiting for it (PENDING). Raises ValueError
+    with the problems when the mapping cannot import."""
+    errors = mapping_errors(
+        kind=import_run.kind, columns=import_run_columns(import_run), mapping=mapping
+    )
+    if errors:
+        raise ValueError(" ".join(errors))
+    updated = ImportRun.objects.filter(pk=import_run.pk, status=ImportStatus.PENDING).update(
+        mapping=mapping
+    )
+    if not updated:
+        raise ValueError("This import has already started; its mapping can no longer change.")
+    import_run.refresh_from_db()
+    return import_run
+
+
+@transaction.atomic
+def import_run_start(*, import_run: ImportRun) -> None:
+    """Queue a PENDING run: status QUEUED, and `import_run_task` sent once the
+    transaction commits. A mapping that cannot import fails the run instead
+    (its `error` says why). A run that is not PENDING is left alone."""
+    from imports.tasks import import_run_task
+
+    errors = mapping_errors(
+        kind=import_run.kind, columns=import_run_columns(import_run), mapping=import_run.mapping
+    )
+    if errors and import_run.status == ImportStatus.PENDING:
+        _fail(import_run, " ".join(errors))
+        return
+    queued = ImportRun.objects.filter(pk=import_run.pk, status=ImportStatus.PENDING).update(
+        status=ImportStatus.QUEUED
+    )
+    if queued:
+        import_run_task.delay_on_commit(import_run.pk)
+    import_run.refresh_from_db()
+
+
+def import_run_fail(*, import_run_id: int, error: str) -> None:
+    """Give up on a run that is not finished (e.g. its task ran out of retries): FAILED
+    with `error`. What its committed chunks imported stays; re-uploading the file is safe."""
+    ImportRun.objects.filter(
+        pk=import_run_id, status__in=[ImportStatus.PENDING, ImportStatus.QUEUED]
+    ).update(status=ImportStatus.FAILED, error=error, finished_at=timezone.now(), claim=None)
+
+
+# --- execute ----------------------------------------------------------------------------
+
+
+class _ClaimLost(Exception):
+    """Another worker took the run over (ours was presumed dead): stop quietly."""
+
+
+def _claim(import_run_id: int, claim: uuid.UUID) -> bool:
+    now = timezone.now()
+    claimable = Q(status__in=[ImportStatus.PENDING, ImportStatus.QUEUED]) | Q(
+        status=ImportStatus.RUNNING, heartbeat_at__lt=now - stale_after()
+    )
+    return bool(
+        ImportRun.objects.filter(claimable, pk=import_run_id).update(
+            status=ImportStatus.RUNNING,
+            claim=claim,
+            heartbeat_at=now,
+            attempts=F("attempts") + 1,
+            started_at=Coalesce(F("started_at"), now),
+            error="",
+        )
+    )
+
+
+def _release(run: ImportRun, claim: uuid.UUID) -> None:
+    """Hand the run back to the queue (a retry or a continuation will claim it).
+    When even that fails, the heartbeat goes stale and the next claim takes it over."""
+    try:
+        ImportRun.objects.filter(pk=run.pk, claim=claim).update(
+            status=ImportStatus.QUEUED, claim=None
+        )
+    except DatabaseError:
+        logger.warning("could not release import run %s; it will be taken over", run.pk)
+
+
+def _finish(run: ImportRun, claim: uuid.UUID, status: str, error: str = "") -> None:
+    now = timezone.now()
+    ImportRun.objects.filter(pk=run.pk, claim=claim).update(
+        status=status, error=error, finished_at=now, heartbeat_at=now, claim=None
+    )
+
+
+def _actor(run: ImportRun) -> Actor:
+    source = Source.SFTP if run.origin == ImportOrigin.SFTP else Source.CSV
+    return Actor(source=source, user=run.uploaded_by, label=f"import: {run.file_name}"[:200])
+
+
+def _chunk_import(run: ImportRun, reader: _RowReader, rows: list[tuple[int, list[str]]],
+                  actor: Actor) -> tuple[BulkResult, list[ImportRejectedRow]]:  # fmt: skip
+    cells_by_row = dict(rows)
+    rejected: list[ImportRejectedRow] = []
+    bulk_rows: list[Any] = []
+    convert = reader.profile_row if run.kind == ImportKind.PROFILES else reader.event_row
+    for number, cells in rows:
+        try:
+            bulk_rows.append(convert(number, cells))
+        except _RowError as error:
+            rejected.append(ImportRejectedRow(
+                run=run, row_number=number, column=error.column, value=error.value[:2000],
+                code=error.code, reason=error.message, cells=cells,
+            ))  # fmt: skip
+    if run.kind == ImportKind.PROFILES:
+        result = profiles_bulk_upsert(bulk_rows, actor=actor)
+    else:
+        result = events_bulk_insert(bulk_rows, name=run.event_name, actor=actor)
+    for rejection in result.rejected:
+        cells = cells_by_row[rejection.ref]
+        column = reader.column_for(rejection.key) if rejection.key else None
+        value = cells[column.index] if column is not None and column.index < len(cells) else ""
+        rejected.append(ImportRejectedRow(
+            run=run, row_number=rejection.ref, column=column.header if column else "",
+            value=value[:2000], code=rejection.code, reason=rejection.message, cells=cells,
+        ))  # fmt: skip
+    return result, rejected
+
+
+def _import_chunks(run: ImportRun, claim: uuid.UUID) -> None:
+    errors = mapping_errors(kind=run.kind, columns=import_run_columns(run), mapping=run.mapping)
+    if errors:
+        raise ImportFileError(" ".join(errors))
+    if run.kind == ImportKind.EVENTS:
+        try:
+            event_validate(run.event_name, {})
+        except RecordError as error:
+            raise ImportFileError(error.message) from None
+    reader = _RowReader(run)
+    actor = _actor(run)
+    size = chunk_rows()
+    with run.file.open("rb") as binary:
+        rows = (
+            row
+            for row in csv_source.iter_rows(binary, run.encoding, run.delimiter)
+            if row[0] > run.last_committed_row  # resume after the checkpoint
+        )
+        while chunk := list(islice(rows, size)):
+            with transaction.atomic(durable=True):
+                # The chunk and its checkpoint commit together, so an asynchronous
+                # commit is safe: a database crash loses both and the chunk is redone.
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL synchronous_commit TO OFF")
+                mine = (
+                    ImportRun.objects.select_for_update()
+                    .filter(pk=run.pk, claim=claim, status=ImportStatus.RUNNING)
+                    .exists()
+                )
+                if not mine:
+                    raise _ClaimLost
+                result, rejected = _chunk_import(run, reader, chunk, actor)
+                ImportRejectedRow.objects.bulk_create(rejected)
+                ImportRun.objects.filter(pk=run.pk).update(
+                    rows_done=F("rows_done") + len(chunk),
+                    profiles_created=F("profiles_created") + result.profiles_created,
+                    profiles_updated=F("profiles_updated") + result.profiles_updated,
+                    events_stored=F("events_stored") + result.events_stored,
+                    rows_rejected=F("rows_rejected") + len(rejected),
+                    last_committed_row=chunk[-1][0],
+                    heartbeat_at=timezone.now(),
+                )
+            run.last_committed_row = chunk[-1][0]
+            import_chunk_committed.send(
+                sender=ImportRun, import_run_id=run.pk, last_committed_row=chunk[-1][0]
+            )
+
+
+def import_run_execute(*, import_run_id: int) -> ImportRun:
+    """Import a run now, in this process; returns it as it ended.
+
+    Claims the run with a conditional UPDATE (PENDING/QUEUED -> RUNNING, or a
+    RUNNING run whose heartbeat is stale: its worker died). Anything else (done,
+    failed, running elsewhere) is returned untouched — so running it twice is
+    harmless. Resumes after `last_committed_row`. A file or mapping problem
+    fails the run with `error`; a transient database error (or the task's soft
+    time limit) hands the run back to the queue and re-raises, for a retry.
+    Must not be called inside a transaction (each chunk commits on its own).
+    """
+    claim = uuid.uuid4()
+    if not _claim(import_run_id, claim):
+        return ImportRun.objects.get(pk=import_run_id)
+    run = ImportRun.objects.select_related("uploaded_by").get(pk=import_run_id)
+    try:
+        _import_chunks(run, claim)
+    except (ImportFileError, CsvFileError) as error:
+        _finish(run, claim, ImportStatus.FAILED, str(error))
+    except _ClaimLost:
+        logger.warning("import run %s was taken over by another worker", run.pk)
+    except (OperationalError, InterfaceError, BulkConflict, SoftTimeLimitExceeded):
+        _release(run, claim)
+        raise
+    except Exception as error:  # a bug must not leave the run RUNNING forever
+        logger.exception("import run %s failed", run.pk)
+        _finish(run, claim, ImportStatus.FAILED, f"The import stopped: {error}")
+    else:
+        _finish(run, claim, ImportStatus.DONE)
+    run.refresh_from_db()
+    return run

@@ -1,0 +1,713 @@
+"""Set-based writes into the profile store, for bulk imports (CSV, SFTP).
+
+The rules are those of profiles.services, applied to thousands of rows at once:
+
+- Every row is validated by the code the API uses (`plan_profile_update`,
+  `event_validate`, `normalize_identifier`), so a refused row carries the
+  API's code and message.
+- A row names its person with one identifier (`identity`, `email`, `phone` or
+  `objectId`). A known one finds that profile; an unknown identity/email/phone
+  creates an identified profile holding it (as `profile_push` and `event_push`
+  do); an unknown objectId creates an anonymous profile and its device.
+- Never merge: a row whose data adds an identifier another profile holds is
+  refused, with the message `profile_push` gives.
+- Rows about the same person are applied in order, each against the state
+  the previous one left: the last row wins.
+- A property's type is fixed on first sight (PropertyDefinition); a value of
+  another type refuses the row.
+- Writes are set-based: COPY into temporary staging tables, then one
+  `INSERT … ON CONFLICT` / `UPDATE … FROM` per target table. Nothing loops
+  over `save()`.
+- Concurrency: existing profiles of the batch are locked (`FOR UPDATE`, in id
+  order). A concurrent writer that took an identifier, a device or a property
+  type first shows up as a conflict on insert; the batch is then rolled back
+  to its savepoint and planned again against the committed state (like the
+  services' identity retries). A batch is all-or-nothing.
+
+Call these inside a transaction (the caller commits with its own progress
+bookkeeping). They return what was done and the refused rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import OperationalError, connection, transaction
+from django.utils import timezone
+
+from profiles.models import EventPropertyMapping, new_ct_id
+from profiles.operations import STRING_FIELDS, plan_profile_update
+from profiles.properties import (
+    DEFAULT_PROPERTIES,
+    IDENTIFIER_KEYS,
+    IDENTITY_MISSING_MESSAGE,
+    MAX_CUSTOM_PROFILE_KEYS,
+    MAX_EVENT_NAMES,
+    ErrorCode,
+    RecordError,
+    normalize_device_id,
+    normalize_identifier,
+)
+from profiles.services import SINGLE_VALUED_KINDS, Actor, event_validate, identifying_kinds
+
+KEY_KINDS = ("identity", "email", "phone", "objectId")
+MAX_BATCH_ATTEMPTS = 6
+DEFAULT_FIELDS = [prop.field for prop in DEFAULT_PROPERTIES.values()]
+RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
+T = TypeVar("T")
+
+
+class BulkConflict(Exception):
+    """A concurrent writer got there first; plan the batch again."""
+
+
+@dataclass
+class BulkProfileRow:
+    ref: int  # the caller's reference for the row (a file row number), echoed back
+    key_kind: str  # which identifier names the person: one of KEY_KINDS
+    key_value: object
+    profile_data: dict[str, Any]  # CleverTap profileData
+
+
+@dataclass
+class BulkEventRow:
+    ref: int
+    key_kind: str
+    key_value: object
+    properties: dict[str, Any]  # CleverTap evtData
+    ts: dt.datetime
+    client_event_id: str | None = None  # a retry with the same id stores nothing
+
+
+@dataclass(frozen=True)
+class RowRejection:
+    ref: int
+    key: str  # the profileData/evtData key (or identifier kind) at fault; "" for the row
+    code: int
+    message: str
+
+
+@dataclass
+class BulkResult:
+    profiles_created: int = 0
+    profiles_updated: int = 0
+    events_stored: int = 0
+    rejected: list[RowRejection] = field(default_factory=list)
+
+
+@dataclass
+class _State:
+    """A profile as the batch sees it: loaded (and locked) or about to be created."""
+
+    token: int
+    profile_id: int | None
+    ct_id: str
+    fields: dict[str, Any]
+    custom: dict[str, Any]
+    identifiers: set[tuple[str, str]]
+    original_identifiers: frozenset[tuple[str, str]]
+    object_id: str | None = None  # the device a new anonymous profile is created for
+    changes: list[tuple[str, Any, Any]] = field(default_factory=list)
+    touched: bool = False  # something to write
+    staged: bool = False  # needed in the staging table (its events refer to it)
+
+    @property
+    def is_new(self) -> bool:
+        return self.profile_id is None
+
+
+def _empty_fields() -> dict[str, Any]:
+    return {name: "" if name in STRING_FIELDS else None for name in DEFAULT_FIELDS}
+
+
+_ENCODER = DjangoJSONEncoder()
+
+
+def _json(value: Any) -> str:
+    # The C encoder; DjangoJSONEncoder only for the odd date or decimal.
+    return json.dumps(value, separators=(",", ":"), default=_ENCODER.default)
+
+
+def _loads(raw: Any) -> dict[str, Any]:
+    """jsonb as Django's connection returns it from raw SQL (text)."""
+    if isinstance(raw, str):
+        return json.loads(raw)
+    return raw or {}
+
+
+def _key_for_kind(data: dict[str, Any], kind: str) -> str:
+    return next((key for key in data if IDENTIFIER_KEYS.get(key.lower()) == kind), kind)
+
+
+def _retryable(error: OperationalError) -> bool:
+    return getattr(error.__cause__, "sqlstate", None) in RETRYABLE_SQLSTATES
+
+
+def _with_retries(step: Callable[[], T]) -> T:
+    """Run `step` in a savepoint; again from the top after a conflict or a deadlock."""
+    for attempt in range(MAX_BATCH_ATTEMPTS):
+        try:
+            with transaction.atomic():
+                return step()
+        except BulkConflict:
+            continue
+        except OperationalError as error:
+            if not _retryable(error) or attempt == MAX_BATCH_ATTEMPTS - 1:
+                raise
+    raise BulkConflict("The profiles of this batch changed concurrently too often; run it again.")
+
+
+# --- planning (Python, against the batch's locked state) ---------------------------
+
+
+class _Planner:
+    """Resolves rows to profiles and plans their changes with the API's rules."""
+
+    def __init__(self, actor: Actor) -> None:
+        self.actor = actor
+        self.identifying = identifying_kinds()
+        self.states: list[_State] = []
+        self.owner: dict[tuple[str, str], int] = {}  # identifier -> token
+        self.devices: dict[str, int] = {}  # object id -> token
+        self.types: dict[str, str] = {}
+        self.new_types: dict[str, str] = {}
+        self.rejected: list[RowRejection] = []
+
+    # Loading ---------------------------------------------------------------------
+
+    def load(self, keys: list[tuple[str, str]], extra: list[tuple[str, str]]) -> None:
+        """Fetch the holders of `keys` (locked, with their identifiers) and of `extra`
+        (identifiers the rows' data would add: only who holds them matters)."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT name, type FROM profiles_propertydefinition WHERE scope = 'profile'"
+            )
+            self.types = dict(cursor.fetchall())
+            pairs = [pair for pair in {*keys, *extra} if pair[0] != "objectId"]
+            holders: dict[tuple[str, str], int] = {}
+            for kind in sorted({kind for kind, _ in pairs}):  # one index scan per kind
+                cursor.execute(
+                    "SELECT value, profile_id FROM profiles_identifier"
+                    " WHERE kind = %s AND value = ANY(%s)",
+                    [kind, [value for k, value in pairs if k == kind]],
+                )
+                holders.update({(kind, value): pid for value, pid in cursor.fetchall()})
+            object_ids = [value for kind, value in keys if kind == "objectId"]
+            device_profiles: dict[str, int] = {}
+            if object_ids:
+                cursor.execute(
+                    "SELECT object_id, profile_id FROM profiles_device"
+                    " WHERE object_id = ANY(%s) AND profile_id IS NOT NULL",
+                    [object_ids],
+                )
+                device_profiles = dict(cursor.fetchall())
+            wanted = sorted(
+                {holders[k] for k in keys if k in holders}
+                | {device_profiles[v] for k, v in keys if k == "objectId" and v in device_profiles}
+            )
+            by_id: dict[int, _State] = {}
+            if wanted:
+                columns = ", ".join(DEFAULT_FIELDS)
+                cursor.execute(
+                    f"SELECT id, ct_id, custom, {columns} FROM profiles_profile"
+                    " WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+                    [wanted],
+                )
+                for row in cursor.fetchall():
+                    state = _State(
+                        token=len(self.states),
+                        profile_id=row[0],
+                        ct_id=row[1],
+                        custom=_loads(row[2]),
+                        fields=dict(zip(DEFAULT_FIELDS, row[3:], strict=True)),
+                        identifiers=set(),
+                        original_identifiers=frozenset(),
+                    )
+                    self.states.append(state)
+                    by_id[state.profile_id] = state
+                cursor.execute(
+                    "SELECT profile_id, kind, value FROM profiles_identifier"
+                    " WHERE profile_id = ANY(%s)",
+                    [wanted],
+                )
+                for profile_id, kind, value in cursor.fetchall():
+                    by_id[profile_id].identifiers.add((kind, value))
+                for state in by_id.values():
+                    state.original_identifiers = frozenset(state.identifiers)
+        for pair, profile_id in holders.items():
+            state = by_id.get(profile_id)
+            self.owner[pair] = state.token if state else -profile_id  # unloaded holder
+        for object_id, profile_id in device_profiles.items():
+            if profile_id in by_id:
+                self.devices[object_id] = by_id[profile_id].token
+
+    # Rows ------------------------------------------------------------------------
+
+    def normalized_key(self, kind: str, raw: object) -> tuple[str, str]:
+        if kind == "objectId":
+            return kind, normalize_device_id(raw)
+        if kind not in KEY_KINDS or (kind in {"email", "phone"} and kind not in self.identifying):
+            raise RecordError(ErrorCode.IDENTITY_MISSING, IDENTITY_MISSING_MESSAGE)
+        if raw is None or raw == "":
+            raise RecordError(ErrorCode.IDENTITY_MISSING, IDENTITY_MISSING_MESSAGE)
+        return kind, normalize_identifier(kind, raw)
+
+    def state_for(self, key: tuple[str, str]) -> _State:
+        """The known profile for `key`, or a new (not yet registered) state."""
+        token = self.devices.get(key[1]) if key[0] == "objectId" else self.owner.get(key)
+        if token is not None and token >= 0:
+            return self.states[token]
+        if token is not None:  # held by a profile we did not load: cannot happen for keys
+            raise BulkConflict
+        new = _State(
+            token=len(self.states), profile_id=None, ct_id=new_ct_id(), fields=_empty_fields(),
+            custom={}, identifiers=set(), original_identifiers=frozenset(),
+        )  # fmt: skip
+        if key[0] == "objectId":
+            new.object_id = key[1]
+        else:
+            new.identifiers.add(key)
+        return new
+
+    def register(self, state: _State, key: tuple[str, str]) -> None:
+        if state.token < len(self.states) and self.states[state.token] is state:
+            return
+        state.token = len(self.states)
+        self.states.append(state)
+        if key[0] == "objectId":
+            self.devices[key[1]] = state.token
+        else:
+            self.owner[key] = state.token
+        state.touched = True
+
+    def plan(self, state: _State, profile_data: dict[str, Any]) -> Callable[[], None]:
+        """Validate `profile_data` against `state`; return the function that applies it.
+
+        Raises RecordError (nothing applied) like profile_push would.
+        """
+        update = plan_profile_update(
+            profile_data,
+            current_fields=state.fields,
+            current_custom=state.custom,
+            known_types=self.types,
+            identifying_kinds=self.identifying,
+            current_custom_keys_total=len(self.types),
+            max_custom_keys=MAX_CUSTOM_PROFILE_KEYS,
+        )
+        for kind, value in update.add_identifiers.items():
+            holder = self.owner.get((kind, value))
+            if holder is not None and holder != state.token:
+                raise RecordError(
+                    ErrorCode.MISC,
+                    f"{kind.capitalize()} '{value}' belongs to another profile; "
+                    "profiles are never merged.",
+                )
+
+        def apply() -> None:
+            state.fields.update(update.fields)
+            if update.custom_changed:
+                state.custom = update.custom
+            for kind in update.remove_identifier_kinds:
+                for pair in [p for p in state.identifiers if p[0] == kind]:
+                    state.identifiers.discard(pair)
+                    self.owner.pop(pair, None)
+            identifiers_changed = bool(update.remove_identifier_kinds)
+            for kind, value in update.add_identifiers.items():
+                if (kind, value) in state.identifiers:
+                    continue
+                identifiers_changed = True
+                if kind in SINGLE_VALUED_KINDS:
+                    for pair in [p for p in state.identifiers if p[0] == kind]:
+                        state.identifiers.discard(pair)
+                        self.owner.pop(pair, None)
+                state.identifiers.add((kind, value))
+                self.owner[(kind, value)] = state.token
+            self.types.update(update.types)
+            self.new_types.update(update.types)
+            state.changes.extend(update.changes)
+            if update.fields or update.custom_changed or identifiers_changed:
+                state.touched = True
+
+        return apply
+
+    def culprit(self, state: _State, profile_data: dict[str, Any], error: RecordError) -> str:
+        """The key a refused record was refused for (checked one key at a time)."""
+        if "belongs to another profile" in error.message:
+            kind = error.message.split(" ", 1)[0].lower()
+            return _key_for_kind(profile_data, kind)
+        for key, value in profile_data.items():
+            try:
+                self.plan(state, {key: value})
+            except RecordError:
+                return key
+        return ""
+
+    def reject(self, ref: int, key: str, error: RecordError) -> None:
+        self.rejected.append(RowRejection(ref, key, error.code, error.message))
+
+
+# --- writing (SQL, set-based) ----------------------------------------------------------
+
+STAGE_TABLES = f"""
+CREATE TEMP TABLE IF NOT EXISTS bulk_profile_stage (
+    token integer PRIMARY KEY, profile_id bigint, is_new boolean, touched boolean, ct_id text,
+    identified boolean, custom jsonb,
+    {
+    ", ".join(
+        f"{name} {'text' if name in STRING_FIELDS else 'date' if name == 'dob' else 'boolean'}"
+        for name in DEFAULT_FIELDS
+    )
+}
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS bulk_identifier_stage (
+    token integer, kind text, value text, adding boolean
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS bulk_device_stage (
+    token integer, object_id text
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS bulk_change_stage (
+    token integer, changes jsonb
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS bulk_event_stage (
+    token integer, ts timestamptz, properties jsonb, client_event_id text, object_id text
+) ON COMMIT DELETE ROWS;
+TRUNCATE bulk_profile_stage, bulk_identifier_stage, bulk_device_stage, bulk_change_stage,
+         bulk_event_stage;
+"""
+
+
+def _copy(cursor, table: str, columns: list[str], rows) -> int:
+    """COPY `rows` into a staging table; the number of rows."""
+    count = 0
+    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+            count += 1
+    return count
+
+
+def _property_types_write(cursor, planner: _Planner) -> None:
+    """Record new property types; a concurrent writer's different choice is a conflict."""
+    if not planner.new_types:
+        return
+    names = list(planner.new_types)
+    types = [planner.new_types[name] for name in names]
+    cursor.execute(
+        "INSERT INTO profiles_propertydefinition (scope, name, type, declared, created_at)"
+        " SELECT 'profile', n, t, false, now() FROM unnest(%s::text[], %s::text[]) AS w(n, t)"
+        " ON CONFLICT (scope, name) DO NOTHING",
+        [names, types],
+    )
+    upgrades = [name for name, type_ in planner.new_types.items() if type_ == "list"]
+    if upgrades:  # the first multi-value operation on a string property
+        cursor.execute(
+            "UPDATE profiles_propertydefinition SET type = 'list'"
+            " WHERE scope = 'profile' AND type = 'string' AND name = ANY(%s)",
+            [upgrades],
+        )
+    cursor.execute(
+        "SELECT name, type FROM profiles_propertydefinition"
+        " WHERE scope = 'profile' AND name = ANY(%s)",
+        [names],
+    )
+    if any(planner.new_types[name] != type_ for name, type_ in cursor.fetchall()):
+        raise BulkConflict
+
+
+CREATED_CHANGE = "Profile created"
+
+
+def _audit(state: _State) -> list[tuple[str, Any, Any]]:
+    """The PropertyChange rows of a profile. A profile the batch creates gets one row
+    holding its initial properties (not one per property: a bulk import creates many,
+    and each audit row costs a foreign-key check); updates get one row per change."""
+    if not state.is_new:
+        return state.changes
+    initial = {key: new for key, _, new in state.changes}
+    return [(CREATED_CHANGE, None, {k: v for k, v in initial.items() if v is not None})]
+
+
+def _profiles_write(cursor, planner: _Planner, *, at: dt.datetime) -> tuple[int, int]:
+    """Stage every touched profile and write it; returns (created, updated)."""
+    cursor.execute(STAGE_TABLES)
+    staged = [state for state in planner.states if state.touched or state.staged]
+    touched = [state for state in staged if state.touched]
+    if not staged:
+        return 0, 0
+    field_columns = list(DEFAULT_FIELDS)
+    _copy(
+        cursor.cursor,
+        "bulk_profile_stage",
+        ["token", "profile_id", "is_new", "touched", "ct_id", "identified", "custom",
+         *field_columns],
+        (
+            [state.token, state.profile_id, state.is_new, state.touched, state.ct_id,
+             bool(state.identifiers), _json(state.custom),
+             *(state.fields[name] for name in field_columns)]
+            for state in staged
+        ),
+    )  # fmt: skip
+    assignments = ", ".join(f"{name} = s.{name}" for name in field_columns)
+    cursor.execute(
+        f"UPDATE profiles_profile p SET {assignments}, custom = s.custom, updated_at = %s"
+        " FROM bulk_profile_stage s WHERE s.touched AND NOT s.is_new AND p.id = s.profile_id",
+        [at],
+    )
+    updated = sum(1 for state in touched if not state.is_new)
+    columns = ", ".join(field_columns)
+    cursor.execute(
+        "WITH created AS ("
+        f" INSERT INTO profiles_profile (ct_id, identified, custom, {columns}, event_count,"
+        "  last_platform, last_device, last_location, created_at, updated_at)"
+        f" SELECT ct_id, identified, custom, {columns}, 0, '', '', '', %s, %s"
+        "  FROM bulk_profile_stage WHERE is_new RETURNING id, ct_id)"
+        " UPDATE bulk_profile_stage s SET profile_id = created.id FROM created"
+        " WHERE s.ct_id = created.ct_id",
+        [at, at],
+    )
+    created = cursor.rowcount
+    # Identifiers: drop the replaced ones, then add; a conflict means another
+    # transaction took one after we looked.
+    rows = []
+    for state in touched:
+        rows.extend([state.token, kind, value, True]
+                    for kind, value in state.identifiers - state.original_identifiers)  # fmt: skip
+        rows.extend([state.token, kind, value, False]
+                    for kind, value in state.original_identifiers - state.identifiers)  # fmt: skip
+    adding = sum(1 for row in rows if row[3])
+    if rows:
+        _copy(cursor.cursor, "bulk_identifier_stage", ["token", "kind", "value", "adding"], rows)
+        cursor.execute(
+            "DELETE FROM profiles_identifier i USING bulk_identifier_stage x, bulk_profile_stage s"
+            " WHERE NOT x.adding AND s.token = x.token AND i.profile_id = s.profile_id"
+            " AND i.kind = x.kind AND i.value = x.value"
+        )
+    if adding:
+        cursor.execute(
+            "INSERT INTO profiles_identifier (profile_id, kind, value, created_at)"
+            " SELECT s.profile_id, x.kind, x.value, %s FROM bulk_identifier_stage x"
+            " JOIN bulk_profile_stage s ON s.token = x.token WHERE x.adding"
+            " ON CONFLICT (kind, value) DO NOTHING",
+            [at],
+        )
+        if cursor.rowcount != adding:
+            raise BulkConflict
+    devices = [[state.token, state.object_id] for state in touched
+               if state.is_new and state.object_id]  # fmt: skip
+    if devices:
+        _copy(cursor.cursor, "bulk_device_stage", ["token", "object_id"], devices)
+        cursor.execute(
+            "INSERT INTO profiles_device (object_id, profile_id, platform, make, model,"
+            " push_token, first_seen) SELECT d.object_id, s.profile_id, '', '', '', '', %s"
+            " FROM bulk_device_stage d JOIN bulk_profile_stage s ON s.token = d.token"
+            " ON CONFLICT (object_id) DO UPDATE SET profile_id = EXCLUDED.profile_id"
+            " WHERE profiles_device.profile_id IS NULL",
+            [at],
+        )
+        if cursor.rowcount != len(devices):
+            raise BulkConflict
+    _property_types_write(cursor, planner)
+    # One staging row per profile (its changes as a JSON array); SQL expands them.
+    changes = ([state.token, _json(_audit(state))] for state in touched if state.changes)
+    if _copy(cursor.cursor, "bulk_change_stage", ["token", "changes"], changes):
+        actor = planner.actor
+        cursor.execute(
+            "INSERT INTO profiles_propertychange (profile_id, property, old_value, new_value,"
+            " source, actor_id, actor_label, changed_at)"
+            " SELECT s.profile_id, c.change->>0, NULLIF(c.change->1, 'null'::jsonb),"
+            "  NULLIF(c.change->2, 'null'::jsonb), %s, %s, %s, %s"
+            " FROM bulk_change_stage x JOIN bulk_profile_stage s ON s.token = x.token,"
+            "  jsonb_array_elements(x.changes) AS c(change)",
+            [actor.source, actor.user.pk if actor.user else None, actor.label[:200], at],
+        )
+    return created, updated
+
+
+# --- public functions --------------------------------------------------------------------
+
+
+def _lenient_identifiers(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """Identifiers a row's data would add, normalized when valid (invalid ones are
+    refused later by the planner, with the API's message)."""
+    pairs = []
+    for key, raw in data.items():
+        kind = IDENTIFIER_KEYS.get(key.lower()) if isinstance(key, str) else None
+        if kind is None or isinstance(raw, dict):
+            continue
+        if kind == "email" and isinstance(raw, str):
+            # normalize_email's form for a valid email (the planner validates it later).
+            pairs.append((kind, raw.strip().lower()))
+            continue
+        try:
+            pairs.append((kind, normalize_identifier(kind, raw)))
+        except RecordError:
+            continue
+    return pairs
+
+
+def _keys(planner: _Planner, rows: Sequence[BulkProfileRow | BulkEventRow]):
+    """Normalize each row's key; rows with an invalid key are refused here."""
+    keyed = []
+    for row in rows:
+        try:
+            keyed.append((row, planner.normalized_key(row.key_kind, row.key_value)))
+        except RecordError as error:
+            planner.reject(row.ref, row.key_kind, error)
+    return keyed
+
+
+def profiles_bulk_upsert(
+    rows: Sequence[BulkProfileRow], *, actor: Actor, at: dt.datetime | None = None
+) -> BulkResult:
+    """Create or update the profiles `rows` name, like `profile_push` row by row.
+
+    Invariants: identifiers stay unique per (kind, value) and are never moved
+    between profiles; a refused row writes nothing; rows are applied in order
+    (for one person the last row wins); every applied change is recorded in
+    PropertyChange with `actor` (a created profile: one "Profile created" row with
+    its initial properties); new property types are recorded once.
+    All-or-nothing for the batch; call inside a transaction.
+    """
+    at = at or timezone.now()
+
+    def attempt() -> BulkResult:
+        planner = _Planner(actor)
+        keyed = _keys(planner, rows)
+        extra = [pair for row, _ in keyed for pair in _lenient_identifiers(row.profile_data)]
+        planner.load([key for _, key in keyed], extra)
+        for row, key in keyed:
+            state = planner.state_for(key)
+            try:
+                apply = planner.plan(state, row.profile_data)
+            except RecordError as error:
+                planner.reject(row.ref, planner.culprit(state, row.profile_data, error), error)
+                continue
+            planner.register(state, key)
+            apply()
+        with connection.cursor() as cursor:
+            created, updated = _profiles_write(cursor, planner, at=at)
+        return BulkResult(profiles_created=created, profiles_updated=updated,
+                          rejected=planner.rejected)  # fmt: skip
+
+    return _with_retries(attempt)
+
+
+def _event_name_register(cursor, name: str) -> None:
+    cursor.execute("SELECT 1 FROM profiles_eventname WHERE name = %s", [name])
+    if cursor.fetchone():
+        return
+    cursor.execute("SELECT count(*) FROM profiles_eventname")
+    if cursor.fetchone()[0] >= MAX_EVENT_NAMES:
+        raise RecordError(
+            ErrorCode.MISC, f"At most {MAX_EVENT_NAMES} different event names may exist."
+        )
+    cursor.execute(
+        "INSERT INTO profiles_eventname (name, first_seen) VALUES (%s, now())"
+        " ON CONFLICT (name) DO NOTHING",
+        [name],
+    )
+
+
+def _event_culprit(name: str, properties: dict[str, Any]) -> str:
+    for key, value in properties.items():
+        try:
+            event_validate(name, {key: value})
+        except RecordError:
+            return key
+    return ""
+
+
+def events_bulk_insert(
+    rows: Sequence[BulkEventRow], *, name: str, actor: Actor, at: dt.datetime | None = None
+) -> BulkResult:
+    """Store one event per row for the person it names, like `event_push` row by row.
+
+    Invariants: an event whose `client_event_id` the profile already has is not
+    stored again (so a re-imported file adds nothing); an unknown identifier
+    creates its profile; every stored event adds to its profile's event count
+    and widens first/last seen; the event->profile mapping rules apply (a
+    refused mapped value refuses the row). All-or-nothing for the batch.
+    """
+    at = at or timezone.now()
+    event_validate(name, {})  # a bad event name refuses the whole batch
+    rules = list(EventPropertyMapping.objects.filter(event_name=name, enabled=True))
+
+    def attempt() -> BulkResult:
+        planner = _Planner(actor)
+        valid = []
+        for row in rows:
+            try:
+                stored = event_validate(name, row.properties)
+            except RecordError as error:
+                planner.reject(row.ref, _event_culprit(name, row.properties), error)
+                continue
+            valid.append((row, stored))
+        keyed = []
+        for row, stored in valid:
+            try:
+                keyed.append((row, stored, planner.normalized_key(row.key_kind, row.key_value)))
+            except RecordError as error:
+                planner.reject(row.ref, row.key_kind, error)
+        planner.load([key for _, _, key in keyed], [])
+        events = []
+        for row, stored, key in keyed:
+            state = planner.state_for(key)
+            mapped = {rule.profile_property: stored[rule.event_property]
+                      for rule in rules if rule.event_property in stored}  # fmt: skip
+            try:
+                apply = planner.plan(state, mapped) if mapped else None
+            except RecordError as error:
+                planner.reject(row.ref, planner.culprit(state, mapped, error), error)
+                continue
+            planner.register(state, key)
+            state.staged = True
+            if apply is not None:
+                apply()
+            events.append((state, row, stored, key))
+        with connection.cursor() as cursor:
+            if events:
+                _event_name_register(cursor, name)
+            created, updated = _profiles_write(cursor, planner, at=at)
+            stored_count = 0
+            if events:
+                _copy(
+                    cursor.cursor,
+                    "bulk_event_stage",
+                    ["token", "ts", "properties", "client_event_id", "object_id"],
+                    (
+                        [state.token, row.ts, _json(stored), row.client_event_id,
+                         key[1] if key[0] == "objectId" else None]
+                        for state, row, stored, key in events
+                    ),
+                )  # fmt: skip
+                cursor.execute(
+                    "WITH stored AS ("
+                    " INSERT INTO profiles_event (profile_id, device_id, name, ts, properties,"
+                    "  source, client_event_id, received_at)"
+                    " SELECT s.profile_id, d.id, %s, e.ts, e.properties, %s, e.client_event_id, %s"
+                    " FROM bulk_event_stage e JOIN bulk_profile_stage s ON s.token = e.token"
+                    " LEFT JOIN profiles_device d ON d.object_id = e.object_id"
+                    " ON CONFLICT (profile_id, client_event_id) WHERE client_event_id IS NOT NULL"
+                    " DO NOTHING RETURNING profile_id, device_id, ts),"
+                    " per_device AS (UPDATE profiles_device d SET last_seen ="
+                    "  GREATEST(d.last_seen, x.last) FROM (SELECT device_id, max(ts) AS last"
+                    "  FROM stored WHERE device_id IS NOT NULL GROUP BY device_id) x"
+                    "  WHERE d.id = x.device_id)"
+                    " UPDATE profiles_profile p SET event_count = p.event_count + x.n,"
+                    "  first_seen = LEAST(p.first_seen, x.first),"
+                    "  last_seen = GREATEST(p.last_seen, x.last)"
+                    " FROM (SELECT profile_id, count(*) AS n, min(ts) AS first, max(ts) AS last"
+                    "  FROM stored GROUP BY profile_id) x WHERE p.id = x.profile_id"
+                    " RETURNING x.n",
+                    [name, actor.source, at],
+                )
+                stored_count = sum(n for (n,) in cursor.fetchall())
+        return BulkResult(profiles_created=created, profiles_updated=updated,
+                          events_stored=stored_count, rejected=planner.rejected)  # fmt: skip
+
+    return _with_retries(attempt)
