@@ -120,8 +120,10 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "staticfiles"
-WHITENOISE_USE_FINDERS = True  # serve straight from static/ without collectstatic
+# WhiteNoise serves straight from the app/static folders (no collectstatic
+# step); set STATIC_ROOT only to collect files for a separate web server.
+STATIC_ROOT = os.environ.get("STATIC_ROOT") or None
+WHITENOISE_USE_FINDERS = True
 STORAGES = {
     "default": {
         "BACKEND": "django.core.files.storage.FileSystemStorage",

