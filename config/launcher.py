@@ -51,6 +51,12 @@ def start_embedded_postgres() -> str:
     pgserver keeps a reference count of the processes using the server and
     stops it when the last one exits, so nested launchers share one server.
     """
+    # pgserver keeps its start/stop lock in the user's runtime directory,
+    # which containers and CI often lack (platformdirs then warns).
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        runtime_dir = VAR_DIR / "run"
+        runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime_dir)
     import pgserver
 
     pgdata = VAR_DIR / "postgres"
