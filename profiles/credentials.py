@@ -18,13 +18,15 @@ import secrets
 import string
 import threading
 from collections import OrderedDict
+from typing import Any
 
 from django.contrib.auth.hashers import check_password, make_password
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
+from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
-from profiles.models import ApiCredential, ApiUsageOutcome
+from profiles.models import ApiCredential, ApiUsageDay, ApiUsageOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +129,27 @@ def api_credential_authenticate(
     return credential
 
 
+def api_credential_list() -> QuerySet[ApiCredential]:
+    """Active credentials first, newest first."""
+    return ApiCredential.objects.select_related("created_by").order_by("revoked_at", "-created_at")
+
+
+def api_usage_rows(*, days: int) -> list[dict[str, Any]]:
+    """Requests per credential and endpoint over the last `days` days, by outcome."""
+    since = timezone.localdate() - dt.timedelta(days=days - 1)
+    return list(
+        ApiUsageDay.objects.filter(day__gte=since)
+        .values("credential__name", "credential__account_id", "endpoint")
+        .annotate(
+            ok=Sum("count", filter=Q(outcome=ApiUsageOutcome.SUCCESS), default=0),
+            client_errors=Sum("count", filter=Q(outcome=ApiUsageOutcome.CLIENT_ERROR), default=0),
+            server_errors=Sum("count", filter=Q(outcome=ApiUsageOutcome.SERVER_ERROR), default=0),
+            total=Sum("count"),
+        )
+        .order_by("credential__name", "credential__account_id", "endpoint")
+    )
+
+
 def api_outcome(status_code: int) -> str:
     if status_code >= 500:
         return ApiUsageOutcome.SERVER_ERROR
@@ -150,7 +173,14 @@ def api_usage_record(
             " VALUES (%s, %s, %s, %s, 1)"
             " ON CONFLICT (credential_id, day, endpoint, outcome)"
             " DO UPDATE SET count = profiles_apiusageday.count + 1",
-            [at, credential_id, credential_id, at.date(), endpoint, api_outcome(status_code)],
+            [
+                at,
+                credential_id,
+                credential_id,
+                timezone.localdate(at),
+                endpoint,
+                api_outcome(status_code),
+            ],
         )
 
 

@@ -62,3 +62,7 @@ class DeleteProfileForm(forms.Form):
                 "nothing was deleted."
             )
         return typed
+
+
+class ApiCredentialForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="Who or what uses it, e.g. “Mobile backend”.")

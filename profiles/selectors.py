@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -144,6 +145,8 @@ def profile_property_condition(*, name: str, value: str) -> Q:
             number = float(value)
         except ValueError:
             raise RecordError(555, f"{name} holds numbers: “{value}” is not one.") from None
+        if not math.isfinite(number):
+            raise RecordError(555, f"{name} holds finite numbers: “{value}” is not one.")
         return Q(custom__contains={name: int(number) if number.is_integer() else number})
     if type_ == "boolean":
         if value.lower() not in YES_NO:

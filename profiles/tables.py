@@ -6,9 +6,25 @@ The rows themselves are written by templates/profiles/people_table.html.
 from __future__ import annotations
 
 import django_tables2 as tables
+from django.core.paginator import EmptyPage
 from django.db.models import F, QuerySet
+from django_tables2 import LazyPaginator
 
 from profiles.models import Profile
+
+
+class PeopleLazyPaginator(LazyPaginator):
+    """Never counts the rows (only looks one page ahead), and refuses page numbers
+    so deep that their OFFSET would overflow or scan most of a million rows; the
+    table then shows the first page."""
+
+    max_pages = 10_000
+
+    def validate_number(self, number):
+        number = super().validate_number(number)
+        if number > self.max_pages:
+            raise EmptyPage(f"Pages stop at {self.max_pages:,}: narrow the search instead.")
+        return number
 
 
 class PeopleTable(tables.Table):

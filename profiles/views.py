@@ -25,7 +25,7 @@ from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods
-from django_tables2 import LazyPaginator, RequestConfig
+from django_tables2 import RequestConfig
 
 from config.access import permission_required
 from profiles.filters import PeopleFilter
@@ -49,7 +49,7 @@ from profiles.selectors import (
     profile_timeline,
 )
 from profiles.services import profile_delete, profile_mark_test
-from profiles.tables import PeopleTable
+from profiles.tables import PeopleLazyPaginator, PeopleTable
 
 PEOPLE_PER_PAGE = 25
 TIMELINE_PAGE = 50
@@ -78,9 +78,8 @@ def _render(request: HttpRequest, template: str, context: dict, partial: str, **
 def find_people(request: HttpRequest) -> HttpResponse:
     filterset = PeopleFilter(request.GET or None, queryset=people_list())
     table = PeopleTable(filterset.qs, order_by="-last_seen")
-    # LazyPaginator: never counts the million rows, only looks one page ahead.
     RequestConfig(
-        request, paginate={"paginator_class": LazyPaginator, "per_page": PEOPLE_PER_PAGE}
+        request, paginate={"paginator_class": PeopleLazyPaginator, "per_page": PEOPLE_PER_PAGE}
     ).configure(table)
     context = {
         "nav": "people",
@@ -238,7 +237,8 @@ def _photo_url(photo: str) -> str:
 
 
 def _profile_or_404(ct_id: str) -> Profile:
-    profile = profile_get_for_page(ct_id=ct_id)
+    # PostgreSQL text cannot hold NUL: such an id names nobody (and must not reach the query).
+    profile = profile_get_for_page(ct_id=ct_id) if "\x00" not in ct_id else None
     if profile is None:
         raise Http404("No profile has this CleverTap ID.")
     return profile

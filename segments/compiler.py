@@ -275,6 +275,7 @@ def compile_definition(
         property_types = property_types if property_types is not None else types["profile"]
         if event_property_types is None:
             event_property_types = types["event"]
+    _reject_nul(definition)
     context = _Context(
         now=now,
         today=timezone.localdate(now),
@@ -282,6 +283,23 @@ def compile_definition(
         event_property_types=event_property_types,
     )
     return _node(definition, "$", 0, context)
+
+
+def _reject_nul(definition: Any) -> None:
+    """PostgreSQL text cannot hold NUL: name the string that has one (iteratively:
+    the nesting depth is checked only later)."""
+    stack = [(definition, "$")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str) and "\x00" in value:
+            raise SegmentDefinitionError(path, "text must not contain the NUL character.")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if "\x00" in key:
+                    raise SegmentDefinitionError(path, "a key contains the NUL character.")
+                stack.append((item, f"{path}.{key}"))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}[{index}]") for index, item in enumerate(value))
 
 
 def _node(node: Any, path: str, depth: int, context: _Context) -> Q:

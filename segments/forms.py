@@ -4,11 +4,16 @@ from django import forms
 
 from segments.models import SYSTEM_DEFINITIONS
 
+# Far above any real definition (the compiler caps conditions anyway); keeps a
+# pasted megabyte from being parsed at all.
+MAX_DEFINITION_CHARS = 100_000
+
 
 class SegmentForm(forms.Form):
     name = forms.CharField(max_length=200, required=False)
     definition = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false"}),
+        max_length=MAX_DEFINITION_CHARS,
         initial=json.dumps({"all": []}),
     )
 
@@ -21,6 +26,8 @@ class SegmentForm(forms.Form):
                 f"The definition is not valid JSON (line {error.lineno}, column {error.colno}):"
                 f" {error.msg}."
             ) from None
+        except RecursionError:
+            raise forms.ValidationError("The definition is nested far too deeply.") from None
 
     def clean_name(self):
         name = self.cleaned_data["name"].strip()

@@ -13,6 +13,7 @@ from django.core.files import File
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
+from imports.sources.csv import formula_safe
 from profiles.models import Profile
 from segments.compiler import DEFAULT_COLUMNS, compile_definition
 from segments.models import SYSTEM_DEFINITIONS, ExportStatus, Segment, SegmentExport
@@ -20,7 +21,6 @@ from segments.models import SYSTEM_DEFINITIONS, ExportStatus, Segment, SegmentEx
 logger = logging.getLogger(__name__)
 
 EXPORT_BATCH = 2000
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 MAX_NAME = 200
 
 
@@ -161,7 +161,7 @@ def csv_safe(value: Any) -> str:
         text = "; ".join(str(item) for item in value)
     else:
         text = str(value)
-    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+    return formula_safe(text)
 
 
 def _property_value(profile: Profile, name: str) -> Any:

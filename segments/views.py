@@ -104,7 +104,7 @@ def evaluate(request: HttpRequest, preview: bool) -> HttpResponse:
         partial = "preview" if preview else "result"
         return render(request, f"segments/builder.html#{partial}", context)
     segment = None
-    if request.POST.get("segment"):
+    if request.POST.get("segment", "").isdigit():
         segment = Segment.objects.filter(pk=request.POST["segment"]).first()
     return render(
         request,

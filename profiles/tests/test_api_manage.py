@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from profiles.api_urls import urlpatterns
@@ -59,6 +61,28 @@ def test_delete_refuses_bad_bodies(api, body):
     identified_profile("1")
     response = api.post("/1/delete/profiles.json", body)
     assert response.status_code == 400 and response.json()["status"] == "fail"
+    assert Profile.objects.count() == 1
+
+
+def test_delete_by_guid_reports_values_that_are_not_strings(api):
+    device = DeviceFactory()
+    response = api.post("/1/delete/profiles.json", {"guid": [device.object_id, 5, None, {}]})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "partial" and body["processed"] == 1
+    assert [entry["record"] for entry in body["unprocessed"]] == [5, None, {}]
+    assert {entry["code"] for entry in body["unprocessed"]} == {404}
+
+
+def test_nul_characters_are_refused_with_400_not_stored(api):
+    identified_profile("u1")
+    response = api.post("/1/delete/profiles.json", {"identity": "u\u00001"})
+    assert response.status_code == 400 and "NUL" in response.json()["error"]
+    response = api.get("/1/profile.json", {"identity": "u\x001"})
+    assert response.status_code == 400 and "NUL" in response.json()["error"]
+    query = json.dumps({"event_name": "a\u0000"})
+    response = api.get("/1/events.json", {"query": query})
+    assert response.status_code == 400 and "NUL" in response.json()["error"]
     assert Profile.objects.count() == 1
 
 

@@ -203,6 +203,30 @@ def test_malformed_bodies_get_400(api, raw):
     assert body["status"] == "fail" and body["code"] == 400 and body["error"]
 
 
+def test_a_record_with_a_nul_character_is_refused_and_the_others_kept(api):
+    body = api.upload(
+        profile("u1", Name="Ann"),
+        profile("u2", Name="B\u0000b"),
+        event("Charged", identity="u1", evtData={"Note\u0000": 1}),
+    )
+    assert body["status"] == "partial" and body["processed"] == 1
+    assert [(fail["code"], fail["error"]) for fail in body["unprocessed"]] == [
+        (555, "Values must not contain the NUL character (\\u0000). Skipped record number : 2"),
+        (555, "Values must not contain the NUL character (\\u0000). Skipped record number : 3"),
+    ]
+    assert list(Profile.objects.values_list("name", flat=True)) == ["Ann"]
+    assert not Event.objects.exists()
+
+
+def test_json_nested_too_deeply_gets_400(api):
+    response = api.post("/1/upload", raw="[" * 100_000 + "]" * 100_000)
+    assert response.status_code == 400
+    assert response.json() == {
+        "status": "fail", "error": "The JSON in the request body is nested too deeply.",
+        "code": 400,
+    }  # fmt: skip
+
+
 def test_too_large_body_gets_413_before_reading(api, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2000
     response = api.post("/1/upload", {"d": [profile(f"u{i}", Name="x" * 50) for i in range(40)]})

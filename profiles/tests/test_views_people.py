@@ -13,27 +13,9 @@ from django.utils import timezone
 
 from profiles.models import PropertyDefinition, PropertyScope
 from profiles.tests.factories import DeviceFactory, IdentifierFactory, ProfileFactory
+from profiles.tests.roles import ensure_role_groups
 
 URL = reverse("profiles:find_people")
-
-
-def ensure_role_groups() -> None:
-    """Recreate the role groups of migration profiles/0003 when a flush removed them
-    (a transactional test elsewhere empties every table, groups included)."""
-    import importlib
-
-    from django.contrib.auth.models import Group, Permission
-
-    groups = importlib.import_module("profiles.migrations.0003_groups").GROUPS
-    if Group.objects.filter(name__in=groups).count() == len(groups):
-        return
-    for name, perms in groups.items():
-        group, _ = Group.objects.get_or_create(name=name)
-        for perm in perms:
-            app_label, codename = perm.split(".")
-            group.permissions.add(
-                Permission.objects.get(content_type__app_label=app_label, codename=codename)
-            )
 
 
 @pytest.fixture(autouse=True)
@@ -288,6 +270,14 @@ def test_property_filter_refuses_a_value_the_property_cannot_hold(marketer_clien
     assert "Gender needs to be M/F." in html  # shown in the htmx results too
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "1e400"])
+def test_number_filter_refuses_values_that_are_not_finite(marketer_client, db, value):
+    PropertyDefinition.objects.create(scope=PropertyScope.PROFILE, name="Score", type="number")
+    response = marketer_client.get(URL, {"prop": "Score", "value": value})
+    assert response.status_code == 200
+    assert "Score holds finite numbers" in response.content.decode()
+
+
 def test_property_without_value_asks_for_one(marketer_client, mark):
     html = marketer_client.get(URL, {"prop": "Gender"}).content.decode()
     assert "Type the value the property must have." in html
@@ -328,6 +318,15 @@ def test_pagination_never_counts_the_rows(marketer_client, db):
     html = second.content.decode()
     assert 'rel="prev"' in html and 'rel="next"' not in html
     assert 'hx-get="?page=1"' in html
+
+
+@pytest.mark.parametrize("page", ["abc", "0", "-1", "10001", "999999999999999999999"])
+def test_a_bad_or_absurdly_deep_page_shows_the_first_page(marketer_client, db, page):
+    person("Only")
+    for headers in ({}, {"HX-Request": "true"}):
+        response = marketer_client.get(URL, {"page": page}, headers=headers)
+        assert response.status_code == 200
+        assert names(response) == ["Only"]
 
 
 def _many_people(start: int, count: int) -> None:

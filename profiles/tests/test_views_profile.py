@@ -103,6 +103,9 @@ def test_with_htmx_the_profile_body_only(marketer_client, mark):
 
 def test_unknown_profile_is_404(marketer_client, db):
     assert marketer_client.get("/people/__nobody/").status_code == 404
+    # A NUL byte (PostgreSQL text cannot hold one) names nobody either: 404, not 500.
+    for path in ("/people/a%00b/", "/people/a%00b/events/", "/people/a%00b/download/"):
+        assert marketer_client.get(path).status_code == 404
 
 
 # --- what the page shows --------------------------------------------------------------

@@ -3,6 +3,7 @@ import datetime as dt
 import pytest
 
 from profiles.models import EventName, PropertyDefinition
+from profiles.tests.roles import ensure_role_groups
 from segments.selectors import segment_members
 from segments.services import segment_system_ensure
 
@@ -25,28 +26,6 @@ def custom_types(db):
     ]:
         PropertyDefinition.objects.create(scope="profile", name=name, type=type_)
     EventName.objects.create(name="Charged")
-
-
-def ensure_role_groups() -> None:
-    """Recreate the role groups of migration profiles/0003 when a flush removed them.
-
-    A transactional test (Celery worker, live server) empties every table at its
-    end, groups included; the people fixtures then find no "Marketers" group.
-    """
-    import importlib
-
-    from django.contrib.auth.models import Group, Permission
-
-    groups = importlib.import_module("profiles.migrations.0003_groups").GROUPS
-    if Group.objects.filter(name__in=groups).count() == len(groups):
-        return
-    for name, perms in groups.items():
-        group, _ = Group.objects.get_or_create(name=name)
-        for perm in perms:
-            app_label, codename = perm.split(".")
-            group.permissions.add(
-                Permission.objects.get(content_type__app_label=app_label, codename=codename)
-            )
 
 
 @pytest.fixture(autouse=True)

@@ -160,6 +160,24 @@ class TestLiveCountAndPreview:
         response = marketer_client.post("/segments/count/", {"definition": "nope"}, **HX)
         assert "not valid JSON" in response.content.decode()
 
+    def test_hostile_definitions_are_messages_not_500s(self, marketer_client):
+        nested = "[" * 5000 + "]" * 5000
+        response = marketer_client.post("/segments/count/", {"definition": nested}, **HX)
+        assert response.status_code == 200
+        assert "nested far too deeply" in response.content.decode()
+        huge = json.dumps({"all": [], "pad": "x" * 200_000})
+        response = marketer_client.post("/segments/count/", {"definition": huge}, **HX)
+        assert "at most 100000 characters" in response.content.decode()
+        nul = {"all": [{"property": "Name", "op": "equals", "value": "a\u0000b"}]}
+        response = post(marketer_client, "/segments/count/", nul, hx=True)
+        assert "$.all[0].value: text must not contain the NUL character" in (
+            response.content.decode())  # fmt: skip
+
+    def test_count_without_htmx_ignores_a_bad_segment_id(self, marketer_client):
+        response = post(marketer_client, "/segments/preview/", {"all": []}, segment="abc")
+        assert response.status_code == 200
+        assert "<html" in response.content.decode()
+
     def test_preview_of_an_invalid_definition_says_why(self, marketer_client):
         response = post(marketer_client, "/segments/preview/", {"all": [1]}, hx=True)
         assert response.status_code == 200
