@@ -121,7 +121,7 @@ def normalize_identity(raw: object) -> str:
     if isinstance(raw, bool) or not isinstance(raw, str | int):
         raise RecordError(ErrorCode.IDENTITY_MISSING, IDENTITY_MISSING_MESSAGE)
     value = str(raw).strip()
-    if not value or len(value) >= MAX_IDENTIFIER_CHARS:
+    if not value or len(value) >= MAX_IDENTIFIER_CHARS or "\x00" in value:
         raise RecordError(ErrorCode.IDENTITY_MISSING, IDENTITY_MISSING_MESSAGE)
     return value
 
@@ -153,6 +153,7 @@ def normalize_identifier(kind: str, raw: object) -> str:
 def validate_key(key: object, *, what: str = "Property") -> str:
     if not isinstance(key, str) or not key.strip():
         raise RecordError(ErrorCode.MISC, f"{what} name must be a non-empty string.")
+    reject_nul(f"{what} name", key)
     if len(key.encode()) > MAX_KEY_BYTES:
         raise RecordError(ErrorCode.MISC, f"{what} name '{key[:40]}…' is longer than 120 bytes.")
     bad = sorted(set(key) & FORBIDDEN_KEY_CHARACTERS)
@@ -163,7 +164,14 @@ def validate_key(key: object, *, what: str = "Property") -> str:
     return key
 
 
+def reject_nul(what: str, value: str) -> None:
+    """PostgreSQL text cannot hold NUL: refuse it here, per record, not in the database."""
+    if "\x00" in value:
+        raise RecordError(ErrorCode.MISC, f"{what} contains a NUL character.")
+
+
 def check_value_length(key: str, value: str) -> None:
+    reject_nul(f"Value of '{key}'", value)
     if len(value.encode()) > MAX_VALUE_BYTES:
         raise RecordError(ErrorCode.MISC, f"Value of '{key}' is longer than 512 bytes.")
 
@@ -276,6 +284,7 @@ def _text(key: str, limit: int) -> Any:
         if isinstance(raw, bool) or not isinstance(raw, str | int | float):
             raise profile_error(ErrorCode.MISC, f"{key} needs to be a string.")
         text = str(raw).strip()
+        reject_nul(key, text)
         if len(text.encode()) > limit:
             raise profile_error(ErrorCode.MISC, f"{key} is longer than {limit} bytes.")
         return text

@@ -81,6 +81,7 @@ __all__ = [
     "event_push",
     "event_validate",
     "identifiers_normalize",
+    "login_decision",
     "profile_delete",
     "profile_login",
     "profile_mark_test",
@@ -440,6 +441,10 @@ def _default_field_values(profile: Profile) -> dict[str, Any]:
 def _profile_update_plan(
     profile: Profile, profile_data: dict[str, Any], lookups: _Lookups
 ) -> ProfileUpdate:
+    if not isinstance(profile_data, dict):
+        raise RecordError(ErrorCode.MISC, "profileData must be an object.")
+    for key in profile_data:
+        validate_key(key)  # before any key reaches a query
     known_types = _profile_types(profile_data, lookups)
     total = None
     if any(
@@ -570,6 +575,46 @@ def _profile_data_check(profile_data: object) -> dict[str, Any] | None:
 # --- the identity rules --------------------------------------------------------
 
 
+LOGIN_CURRENT = "current"  # the profile the device maps to
+LOGIN_HOLDER = "holder"  # the profile holding the named identifiers
+LOGIN_NEW = "new"  # a new profile
+
+
+@dataclass(frozen=True)
+class LoginDecision:
+    target: str  # LOGIN_CURRENT, LOGIN_HOLDER or LOGIN_NEW
+    link_current: bool = False  # rule 2: link the anonymous profile left behind to the holder
+
+
+def login_decision(
+    *,
+    current_id: object | None,
+    current_identified: bool,
+    current_linked: bool,
+    holder_id: object | None,
+    named: bool,
+) -> LoginDecision:
+    """Which profile an onUserLogin lands on: the one rule, used by `profile_login`
+    record by record and by profiles.bulk for logins sent in a batch.
+
+    `current_*` describe the profile the device maps to (`current_id` None: no
+    device, or a device without a profile); `holder_id` the one profile holding
+    the named identifiers (None: nobody); `named`: the login names identifiers.
+    Ids are compared for equality only, so a batch may use its own tokens.
+    """
+    if holder_id is None:
+        if current_id is not None and not named:
+            return LoginDecision(LOGIN_CURRENT)  # nobody named: as a push would
+        if current_id is not None and not current_identified and not current_linked:
+            return LoginDecision(LOGIN_CURRENT)  # rule 1: the anonymous profile is identified
+        return LoginDecision(LOGIN_NEW)  # shared device, or no device at all
+    left_behind = current_id is not None and current_id != holder_id
+    # Rule 2: keep the anonymous profile left behind, linked to the person it turned out to be.
+    return LoginDecision(
+        LOGIN_HOLDER, link_current=left_behind and not current_identified and not current_linked
+    )
+
+
 def _login_once(
     device_id: str | None,
     identifiers: dict[str, str],
@@ -599,18 +644,20 @@ def _login_once(
     if current is not None:
         current = locked[current.pk]
 
-    if holder_id is None:
-        if current is not None and not identifiers:
-            target = current  # nobody named: the device's profile, as a push would
-        elif current is not None and not current.identified and current.linked_to_id is None:
-            target = current  # rule 1: the anonymous profile becomes identified
-        else:
-            target = Profile.objects.create()  # shared device, or no device at all
+    decision = login_decision(
+        current_id=current.pk if current is not None else None,
+        current_identified=current is not None and current.identified,
+        current_linked=current is not None and current.linked_to_id is not None,
+        holder_id=holder_id,
+        named=bool(identifiers),
+    )
+    if decision.target == LOGIN_CURRENT:
+        target = current
+    elif decision.target == LOGIN_NEW:
+        target = Profile.objects.create()
     else:
         target = locked[holder_id]
-        left_behind = current is not None and current.pk != target.pk
-        if left_behind and not current.identified and current.linked_to_id is None:
-            # Rule 2: keep the anonymous profile, linked to the person it turned out to be.
+        if decision.link_current:
             Profile.objects.filter(pk=current.pk).update(linked_to=target)
     held = {pair for pair, owner in holders.items() if owner == target.pk}
     _identifiers_attach(target, identifiers, racing=True, held=held)
@@ -756,6 +803,8 @@ def event_validate(name: object, properties: object, *, system: bool = False) ->
     """
     if not isinstance(name, str) or not name.strip():
         raise RecordError(ErrorCode.EVENT_NAME_MANDATORY, "Event name is mandatory.")
+    if "\x00" in name:
+        raise RecordError(ErrorCode.EVENT_STRUCTURE, "Event name contains a NUL character.")
     if not system and name in RESERVED_EVENT_NAMES:
         raise RecordError(
             ErrorCode.RESTRICTED_EVENT_NAME, f"'{name}' is a restricted system event name."

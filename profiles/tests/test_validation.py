@@ -185,3 +185,22 @@ def test_identifiers_are_normalized_and_email_phone_only_when_they_identify(sett
     assert not Identifier.objects.filter(kind="email").exists()
     profile.refresh_from_db()
     assert profile.email == "a@b.com"
+
+
+@pytest.mark.parametrize(
+    "profile_data",
+    [{"Name": "A\x00B"}, {"Plan": "gold\x00"}, {"Bad\x00Key": 1}, {"Tags": {"$add": ["x\x00"]}}],
+)
+def test_nul_characters_are_refused_per_record_not_by_the_database(profile_data):
+    with pytest.raises(RecordError) as refused:
+        profile_push(identifiers={"identity": "nul"}, profile_data=profile_data, actor=API)
+    assert "NUL" in refused.value.message
+
+
+def test_nul_in_an_identity_or_event_name_is_refused():
+    with pytest.raises(RecordError) as refused:
+        profile_push(identifiers={"identity": "a\x00b"}, profile_data={"Name": "x"}, actor=API)
+    assert refused.value.code == 523
+    with pytest.raises(RecordError) as refused:
+        event_push(identifiers={"identity": "u"}, name="Bad\x00Name", actor=API)
+    assert refused.value.code == 512
