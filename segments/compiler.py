@@ -1,6 +1,6 @@
 """Segment definitions: validation and compilation to one filter over Profile.
 
-A definition is JSON (documented in segments/DEFINITION.md). `compile_definition`
+A definition is JSON (documented in README, "Segment definitions"). `compile_definition`
 checks it and turns it into a single `Q` over Profile: profile columns, JSONB
 jsonpath tests on `custom` (GIN jsonb_path_ops index) and, for events, set
 tests of the form

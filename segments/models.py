@@ -7,7 +7,7 @@ class SystemSegment(models.TextChoices):
     TEST_USERS = "test_users", "Test Users"
 
 
-# The system segments' definitions (segments/DEFINITION.md).
+# The system segments' definitions (README, "Segment definitions").
 SYSTEM_DEFINITIONS = {
     SystemSegment.ALL_USERS: {"all": []},
     SystemSegment.TEST_USERS: {"system": "test_profile", "op": "is_true"},
@@ -15,7 +15,7 @@ SYSTEM_DEFINITIONS = {
 
 
 class Segment(models.Model):
-    """A saved audience definition (JSON; the shape is documented in segments/DEFINITION.md)."""
+    """A saved audience definition: JSON whose shape README documents ("Segment definitions")."""
 
     name = models.CharField(max_length=200, unique=True)
     definition = models.JSONField()
