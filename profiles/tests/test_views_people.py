@@ -366,3 +366,9 @@ def test_table_shows_identities_type_events_and_test_badge(marketer_client, crow
     assert '<span class="badge test">test</span>' in html
     html = marketer_client.get(URL, {"type": "anonymous"}).content.decode()
     assert '<span class="badge anonymous">anonymous</span>' in html
+
+
+def test_find_people_leaks_no_template_syntax(marketer_client):
+    ProfileFactory(name="Ann")
+    page = marketer_client.get("/people/").content.decode()
+    assert "{#" not in page and "{%" not in page
