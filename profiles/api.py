@@ -51,6 +51,7 @@ from profiles.services import (
     profile_delete,
     profile_login,
     profile_push,
+    service_batch,
 )
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,8 @@ def _serve(
         response = fail(405, f"Method {request.method} not allowed; use {' or '.join(methods)}.")
         response["Allow"] = ", ".join(methods)
         return response
+    if any("\x00" in value for values in request.GET.lists() for value in values[1]):
+        return fail(400, "A query parameter contains a NUL character (%00); remove it.")
     try:
         _check_body_size(request)
         with api_request_slot(credential.account_id):
@@ -157,7 +160,7 @@ def _too_large_message(length: int | None, limit: int) -> str:
     )
 
 
-def _json_body(request: HttpRequest) -> Any:
+def _json_body(request: HttpRequest, *, nul_per_record: bool = False) -> Any:
     try:
         body = request.body
     except RequestDataTooBig:
@@ -167,9 +170,30 @@ def _json_body(request: HttpRequest) -> Any:
     if not body.strip():
         raise ApiError(400, "The request body is empty; send JSON.")
     try:
-        return json.loads(body)
+        data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ApiError(400, f"Malformed JSON in the request body: {error}.") from None
+    except RecursionError:
+        raise ApiError(400, "The JSON in the request body is nested too deeply.") from None
+    # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the database.
+    # Upload reports it per record instead (the other records are kept).
+    if not nul_per_record and b"\\u0000" in body and contains_nul(data):
+        raise ApiError(400, NUL_MESSAGE)
+    return data
+
+
+NUL_MESSAGE = "Values must not contain the NUL character (\\u0000)."
+
+
+def contains_nul(value: Any) -> bool:
+    """Whether a decoded JSON value holds a NUL in any key or string."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(contains_nul(key) or contains_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(contains_nul(item) for item in value)
+    return False
 
 
 def _actor(credential: ApiCredential) -> Actor:
@@ -340,10 +364,14 @@ def _plan(number: int, record: object) -> _Planned:
     ts = _record_ts(record)
     if record["type"] == "profile":
         data = record.get("profileData", {})
-        if device_id is not None or set(identifiers) != {"identity"} or not isinstance(data, dict):
+        if set(identifiers) != {"identity"} or not isinstance(data, dict):
             return single
+        if device_id is not None and _has_profile_identifier(data):
+            return single  # a login naming more identifiers: one by one
+        # With an objectId this is a login: profiles.bulk takes its plain cases (by the
+        # same rule, services.login_decision) and defers the others back to us.
         row = BulkProfileRow(ref=number, key_kind="identity", key_value=identifiers["identity"],
-                             profile_data=data)  # fmt: skip
+                             profile_data=data, device_id=device_id)  # fmt: skip
         return _Planned(number, record, "profiles", keys, row)
     name = record.get("evtName")
     named_by = [("objectId", device_id)] if device_id is not None else list(identifiers.items())
@@ -354,7 +382,7 @@ def _plan(number: int, record: object) -> _Planned:
     row = BulkEventRow(
         ref=number, key_kind=named_by[0][0], key_value=named_by[0][1],
         properties=record.get("evtData") or {}, ts=ts or timezone.now(),
-        client_event_id=_client_event_id(record),
+        client_event_id=_client_event_id(record), name=name,
     )  # fmt: skip
     return _Planned(number, record, "events", keys, row, event_name=name)
 
@@ -388,21 +416,28 @@ def _bulk(items: list[_Planned], actor: Actor, errors: dict[int, RecordError]) -
             if items[0].group == "profiles":
                 result = profiles_bulk_upsert([item.row for item in items], actor=actor)
             else:
-                name = items[0].event_name
-                try:
-                    event_validate(name, {})
-                except RecordError as error:
-                    for item in items:
-                        errors[item.number] = error
+                refused: dict[str, RecordError] = {}
+                for name in {item.event_name for item in items}:
+                    try:
+                        event_validate(name, {})
+                    except RecordError as error:
+                        refused[name] = error
+                for item in items:
+                    if item.event_name in refused:
+                        errors[item.number] = refused[item.event_name]
+                items = [item for item in items if item.event_name not in refused]
+                if not items:
                     return []
-                result = events_bulk_insert([item.row for item in items], name=name, actor=actor)
+                # One call for every event name: one transaction and one commit.
+                result = events_bulk_insert([item.row for item in items], actor=actor)
     except Exception:
         logger.warning("set-based upload failed; storing %d records one by one", len(items),
                        exc_info=True)  # fmt: skip
         return items
     for rejection in result.rejected:
         errors[rejection.ref] = RecordError(rejection.code, rejection.message)
-    return []
+    deferred = set(result.deferred)
+    return [item for item in items if item.number in deferred]
 
 
 def upload_records(records: list[Any], *, actor: Actor) -> tuple[int, list[dict[str, Any]]]:
@@ -410,29 +445,30 @@ def upload_records(records: list[Any], *, actor: Actor) -> tuple[int, list[dict[
     errors: dict[int, RecordError] = {}
     planned: list[_Planned] = []
     for number, record in enumerate(records, start=1):
+        if contains_nul(record):
+            errors[number] = RecordError(ErrorCode.MISC, f"{NUL_MESSAGE} ")
+            continue
         try:
             planned.append(_plan(number, record))
         except RecordError as error:
             errors[number] = error
     _keep_person_order(planned)
     retry = _bulk([p for p in planned if p.group == "profiles"], actor, errors)
-    by_name: dict[str, list[_Planned]] = {}
-    for item in planned:
-        if item.group == "events":
-            by_name.setdefault(item.event_name, []).append(item)
-    for items in by_name.values():
-        retry += _bulk(items, actor, errors)
+    retry += _bulk([p for p in planned if p.group == "events"], actor, errors)
     singles = sorted([p for p in planned if p.group == "single"] + retry, key=lambda p: p.number)
-    for item in singles:
-        # Each record commits on its own (the services are atomic): a bad or
-        # failing record never undoes or blocks the others.
-        try:
-            upload_record(item.record, actor=actor)
-        except RecordError as error:
-            errors[item.number] = error
-        except Exception:
-            logger.exception("upload record %d failed", item.number)
-            errors[item.number] = RecordError(ErrorCode.MISC, "Internal error storing the record. ")
+    with service_batch():  # property types etc. read once for the batch's records
+        for item in singles:
+            # Each record commits on its own (the services are atomic): a bad or
+            # failing record never undoes or blocks the others.
+            try:
+                upload_record(item.record, actor=actor)
+            except RecordError as error:
+                errors[item.number] = error
+            except Exception:
+                logger.exception("upload record %d failed", item.number)
+                errors[item.number] = RecordError(
+                    ErrorCode.MISC, "Internal error storing the record. "
+                )
     unprocessed = [
         _record_fail(number, records[number - 1], errors[number].code, errors[number].message)
         for number in sorted(errors)
@@ -442,7 +478,7 @@ def upload_records(records: list[Any], *, actor: Actor) -> tuple[int, list[dict[
 
 @api_view("upload", ("POST",))
 def upload(request: HttpRequest, credential: ApiCredential) -> HttpResponse:
-    body = _json_body(request)
+    body = _json_body(request, nul_per_record=True)
     records = body.get("d") if isinstance(body, dict) else None
     if not isinstance(records, list):
         raise ApiError(400, 'The body must be {"d": [record, …]}.')
@@ -658,9 +694,14 @@ def _request_query(request: HttpRequest) -> dict[str, Any]:
     if raw in (None, ""):
         return {}
     try:
-        return query_parse(json.loads(raw))
+        data = json.loads(raw)
     except json.JSONDecodeError as error:
         raise ApiError(400, f"Malformed JSON in the query parameter: {error}.") from None
+    except RecursionError:
+        raise ApiError(400, "The JSON in the query parameter is nested too deeply.") from None
+    if contains_nul(data):
+        raise ApiError(400, NUL_MESSAGE)
+    return query_parse(data)
 
 
 def _cursor_create(
@@ -830,8 +871,10 @@ def profiles_delete(request: HttpRequest, credential: ApiCredential) -> HttpResp
             )
         else:
             profile = (
-                Profile.objects.filter(devices__object_id=value).first()
-                or Profile.objects.filter(ct_id=value).first()
+                (
+                    Profile.objects.filter(devices__object_id=value).first()
+                    or Profile.objects.filter(ct_id=value).first()
+                )
                 if isinstance(value, str)
                 else None
             )
@@ -908,51 +951,53 @@ def _entry_fail(entry: object, code: int, message: str) -> dict[str, Any]:
     return {"status": "fail", "code": code, "error": message, "record": entry}
 
 
-@api_view("subscribe", ("POST",))
-def subscribe(request: HttpRequest, credential: ApiCredential) -> HttpResponse:
+def _entries_apply(
+    request: HttpRequest,
+    credential: ApiCredential,
+    *,
+    statuses: bool,
+    change: Callable[[str, str | None], dict[str, Any]],
+) -> HttpResponse:
+    """Apply `change(kind, status)` as profile data to every profile holding each entry's
+    email/phone; per-entry results in the upload's shape."""
     actor = _actor(credential)
     processed = 0
     unprocessed: list[dict[str, Any]] = []
     for entry in _entries(_json_body(request)):
         try:
-            kind, value, status = _entry(entry, statuses=True)
+            kind, value, status = _entry(entry, statuses=statuses)
             holders = _holders(kind, value)
             if not holders:
                 raise RecordError(404, f"No profile holds this {kind}.")
-            channel = "MSG-email" if kind == "email" else "MSG-sms"
             for identifiers, device_id in holders:
                 profile_push(
                     identifiers=identifiers, device_id=device_id,
-                    profile_data={channel: status == "Resubscribe"}, actor=actor,
+                    profile_data=change(kind, status), actor=actor,
                 )  # fmt: skip
         except RecordError as error:
             unprocessed.append(_entry_fail(entry, error.code, error.message))
             continue
         processed += 1
     return _batch_response(processed, unprocessed)
+
+
+@api_view("subscribe", ("POST",))
+def subscribe(request: HttpRequest, credential: ApiCredential) -> HttpResponse:
+    def change(kind: str, status: str | None) -> dict[str, Any]:
+        channel = "MSG-email" if kind == "email" else "MSG-sms"
+        return {channel: status == "Resubscribe"}
+
+    return _entries_apply(request, credential, statuses=True, change=change)
 
 
 @api_view("disassociate", ("POST",))
 def disassociate(request: HttpRequest, credential: ApiCredential) -> HttpResponse:
-    actor = _actor(credential)
-    processed = 0
-    unprocessed: list[dict[str, Any]] = []
-    for entry in _entries(_json_body(request)):
-        try:
-            kind, value, _ = _entry(entry, statuses=False)
-            holders = _holders(kind, value)
-            if not holders:
-                raise RecordError(404, f"No profile holds this {kind}.")
-            for identifiers, device_id in holders:
-                profile_push(
-                    identifiers=identifiers, device_id=device_id,
-                    profile_data={"Phone": {"$delete": True}}, actor=actor,
-                )  # fmt: skip
-        except RecordError as error:
-            unprocessed.append(_entry_fail(entry, error.code, error.message))
-            continue
-        processed += 1
-    return _batch_response(processed, unprocessed)
+    return _entries_apply(
+        request,
+        credential,
+        statuses=False,
+        change=lambda kind, status: {"Phone": {"$delete": True}},
+    )
 
 
 # --- the schema and its docs page (public) ------------------------------------------------------

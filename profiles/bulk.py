@@ -53,7 +53,15 @@ from profiles.properties import (
     normalize_device_id,
     normalize_identifier,
 )
-from profiles.services import SINGLE_VALUED_KINDS, Actor, event_validate, identifying_kinds
+from profiles.services import (
+    LOGIN_HOLDER,
+    LOGIN_NEW,
+    SINGLE_VALUED_KINDS,
+    Actor,
+    event_validate,
+    identifying_kinds,
+    login_decision,
+)
 
 KEY_KINDS = ("identity", "email", "phone", "objectId")
 MAX_BATCH_ATTEMPTS = 6
@@ -72,6 +80,11 @@ class BulkProfileRow:
     key_kind: str  # which identifier names the person: one of KEY_KINDS
     key_value: object
     profile_data: dict[str, Any]  # CleverTap profileData
+    # An onUserLogin (profile_login) from this device, naming the person by the key
+    # (identity/email/phone; profile_data without identifier keys). The batch takes
+    # the plain cases (the device is new or already maps to the holder; a new
+    # person on a new device); the others come back in BulkResult.deferred.
+    device_id: object = None
 
 
 @dataclass
@@ -82,6 +95,7 @@ class BulkEventRow:
     properties: dict[str, Any]  # CleverTap evtData
     ts: dt.datetime
     client_event_id: str | None = None  # a retry with the same id stores nothing
+    name: str | None = None  # the event's name when not the call's `name`
 
 
 @dataclass(frozen=True)
@@ -98,6 +112,9 @@ class BulkResult:
     profiles_updated: int = 0
     events_stored: int = 0
     rejected: list[RowRejection] = field(default_factory=list)
+    # Refs of rows left for the caller to apply one by one, in order, with the
+    # services (logins the batch does not take, and later rows about the same people).
+    deferred: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -113,6 +130,8 @@ class _State:
     original_identifiers: frozenset[tuple[str, str]]
     object_id: str | None = None  # the device a new anonymous profile is created for
     changes: list[tuple[str, Any, Any]] = field(default_factory=list)
+    login_devices: list[str] = field(default_factory=list)  # devices a login maps here
+    partial: bool = False  # loaded without its properties and identifiers: not to plan on
     touched: bool = False  # something to write
     staged: bool = False  # needed in the staging table (its events refer to it)
 
@@ -174,29 +193,35 @@ class _Planner:
         self.states: list[_State] = []
         self.owner: dict[tuple[str, str], int] = {}  # identifier -> token
         self.devices: dict[str, int] = {}  # object id -> token
+        # Logins: object id -> (profile id or token, identified, linked) of the profile
+        # the device maps to (profile None: no such device or no profile).
+        self.login_current: dict[str, tuple[int | None, bool, bool]] = {}
         self.types: dict[str, str] = {}
         self.new_types: dict[str, str] = {}
         self.rejected: list[RowRejection] = []
 
     # Loading ---------------------------------------------------------------------
 
-    def load(self, keys: list[tuple[str, str]], extra: list[tuple[str, str]]) -> None:
+    def load(
+        self,
+        keys: list[tuple[str, str]],
+        extra: list[tuple[str, str]],
+        logins: Sequence[str] = (),
+        *,
+        full: bool = True,
+    ) -> None:
         """Fetch the holders of `keys` (locked, with their identifiers) and of `extra`
-        (identifiers the rows' data would add: only who holds them matters)."""
+        (identifiers the rows' data would add: only who holds them matters), and the
+        profiles the devices of `logins` map to (not locked: only loaded holders are
+        written to). Without `full`, the holders are locked but their properties and
+        identifiers are not read (events with no mapping rule only need their ids)."""
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT name, type FROM profiles_propertydefinition WHERE scope = 'profile'"
             )
             self.types = dict(cursor.fetchall())
-            pairs = [pair for pair in {*keys, *extra} if pair[0] != "objectId"]
             holders: dict[tuple[str, str], int] = {}
-            for kind in sorted({kind for kind, _ in pairs}):  # one index scan per kind
-                cursor.execute(
-                    "SELECT value, profile_id FROM profiles_identifier"
-                    " WHERE kind = %s AND value = ANY(%s)",
-                    [kind, [value for k, value in pairs if k == kind]],
-                )
-                holders.update({(kind, value): pid for value, pid in cursor.fetchall()})
+            self._holders_fetch(cursor, {pair for pair in keys if pair[0] != "objectId"}, holders)
             object_ids = [value for kind, value in keys if kind == "objectId"]
             device_profiles: dict[str, int] = {}
             if object_ids:
@@ -211,7 +236,21 @@ class _Planner:
                 | {device_profiles[v] for k, v in keys if k == "objectId" and v in device_profiles}
             )
             by_id: dict[int, _State] = {}
-            if wanted:
+            if wanted and not full:
+                cursor.execute(
+                    "SELECT id, ct_id FROM profiles_profile"
+                    " WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+                    [wanted],
+                )
+                for profile_id, ct_id in cursor.fetchall():
+                    state = _State(
+                        token=len(self.states), profile_id=profile_id, ct_id=ct_id,
+                        fields=_empty_fields(), custom={}, identifiers=set(),
+                        original_identifiers=frozenset(), partial=True,
+                    )  # fmt: skip
+                    self.states.append(state)
+                    by_id[profile_id] = state
+            elif wanted:
                 columns = ", ".join(DEFAULT_FIELDS)
                 cursor.execute(
                     f"SELECT id, ct_id, custom, {columns} FROM profiles_profile"
@@ -239,12 +278,50 @@ class _Planner:
                     by_id[profile_id].identifiers.add((kind, value))
                 for state in by_id.values():
                     state.original_identifiers = frozenset(state.identifiers)
+            # Identifiers the data would add: who holds them, unless known already
+            # (a row naming the identifiers its person holds, e.g. a re-imported email).
+            known = set(holders)
+            for state in by_id.values():
+                known |= state.identifiers
+            self._holders_fetch(
+                cursor, {pair for pair in extra if pair not in known and pair[0] != "objectId"},
+                holders,
+            )  # fmt: skip
+            for state in by_id.values():
+                holders.update(dict.fromkeys(state.identifiers, state.profile_id))
+            if logins:
+                cursor.execute(
+                    "SELECT d.object_id, d.profile_id, p.identified, p.linked_to_id IS NOT NULL"
+                    " FROM profiles_device d LEFT JOIN profiles_profile p ON p.id = d.profile_id"
+                    " WHERE d.object_id = ANY(%s)",
+                    [list(logins)],
+                )
+                for object_id, profile_id, identified, linked in cursor.fetchall():
+                    if profile_id is None:
+                        continue
+                    state = by_id.get(profile_id)
+                    current = state.token if state else -profile_id  # tokens are >= 0
+                    self.login_current[object_id] = (current, bool(identified), bool(linked))
         for pair, profile_id in holders.items():
             state = by_id.get(profile_id)
             self.owner[pair] = state.token if state else -profile_id  # unloaded holder
         for object_id, profile_id in device_profiles.items():
             if profile_id in by_id:
                 self.devices[object_id] = by_id[profile_id].token
+
+    @staticmethod
+    def _holders_fetch(cursor, pairs: set[tuple[str, str]], holders: dict) -> None:
+        """Add who holds `pairs` to `holders` (one index scan per kind)."""
+        by_kind: dict[str, list[str]] = {}
+        for kind, value in pairs:
+            by_kind.setdefault(kind, []).append(value)
+        for kind in sorted(by_kind):
+            cursor.execute(
+                "SELECT value, profile_id FROM profiles_identifier"
+                " WHERE kind = %s AND value = ANY(%s)",
+                [kind, by_kind[kind]],
+            )
+            holders.update({(kind, value): pid for value, pid in cursor.fetchall()})
 
     # Rows ------------------------------------------------------------------------
 
@@ -290,6 +367,8 @@ class _Planner:
 
         Raises RecordError (nothing applied) like profile_push would.
         """
+        if state.partial:
+            raise RuntimeError("planning on a profile loaded without its properties")
         update = plan_profile_update(
             profile_data,
             current_fields=state.fields,
@@ -347,6 +426,35 @@ class _Planner:
                 return key
         return ""
 
+    def login_state(self, key: tuple[str, str], object_id: str) -> _State | None:
+        """The profile a login of device `object_id` naming `key` lands on, by
+        services.login_decision; None when the batch does not take it (the
+        device's profile would be identified, linked or left behind)."""
+        if object_id in self.devices:  # also named by objectId rows of this batch
+            return None
+        holder = self.owner.get(key)
+        current = self.login_current.get(object_id)
+        decision = login_decision(
+            current_id=current[0] if current else None,
+            current_identified=bool(current and current[1]),
+            current_linked=bool(current and current[2]),
+            holder_id=holder,
+            named=True,
+        )
+        if decision.target == LOGIN_NEW and current is None:
+            return self.state_for(key)  # a new person on a new device
+        plain = decision.target == LOGIN_HOLDER and not decision.link_current
+        if plain and (current is None or current[0] == holder):
+            return self.state_for(key)  # the device is new, or maps to the holder
+        return None
+
+    def login_map(self, state: _State, object_id: str) -> None:
+        """Map a device to `state` (after the login's data was applied)."""
+        state.staged = True
+        if self.login_current.get(object_id, (None,))[0] != state.token:
+            state.login_devices.append(object_id)
+        self.login_current[object_id] = (state.token, True, False)
+
     def reject(self, ref: int, key: str, error: RecordError) -> None:
         self.rejected.append(RowRejection(ref, key, error.code, error.message))
 
@@ -374,7 +482,8 @@ CREATE TEMP TABLE IF NOT EXISTS bulk_change_stage (
     token integer, changes jsonb
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS bulk_event_stage (
-    token integer, ts timestamptz, properties jsonb, client_event_id text, object_id text
+    token integer, ts timestamptz, properties jsonb, client_event_id text, object_id text,
+    name text
 ) ON COMMIT DELETE ROWS;
 TRUNCATE bulk_profile_stage, bulk_identifier_stage, bulk_device_stage, bulk_change_stage,
          bulk_event_stage;
@@ -499,6 +608,7 @@ def _profiles_write(cursor, planner: _Planner, *, at: dt.datetime) -> tuple[int,
             raise BulkConflict
     devices = [[state.token, state.object_id] for state in touched
                if state.is_new and state.object_id]  # fmt: skip
+    devices += [[state.token, object_id] for state in staged for object_id in state.login_devices]
     if devices:
         _copy(cursor.cursor, "bulk_device_stage", ["token", "object_id"], devices)
         cursor.execute(
@@ -577,11 +687,33 @@ def profiles_bulk_upsert(
 
     def attempt() -> BulkResult:
         planner = _Planner(actor)
-        keyed = _keys(planner, rows)
+        devices: dict[int, str] = {}  # ref -> the device of a login row
+        valid = []
+        for row in rows:
+            if row.device_id is not None:
+                try:
+                    devices[row.ref] = normalize_device_id(row.device_id)
+                except RecordError as error:
+                    planner.reject(row.ref, "objectId", error)
+                    continue
+            valid.append(row)
+        keyed = _keys(planner, valid)
         extra = [pair for row, _ in keyed for pair in _lenient_identifiers(row.profile_data)]
-        planner.load([key for _, key in keyed], extra)
+        planner.load([key for _, key in keyed], extra, list(devices.values()))
+        deferred: list[int] = []
+        held_back: set[tuple[str, str]] = set()  # the people of deferred rows
         for row, key in keyed:
-            state = planner.state_for(key)
+            object_id = devices.get(row.ref)
+            if held_back or object_id is not None:
+                names = {key, *_lenient_identifiers(row.profile_data)}
+                if object_id is not None:
+                    names.add(("objectId", object_id))
+                state = planner.login_state(key, object_id) if object_id is not None else None
+                if names & held_back or (object_id is not None and state is None):
+                    deferred.append(row.ref)  # keeps the order of this person's rows
+                    held_back |= names
+                    continue
+            state = planner.state_for(key) if object_id is None else state
             try:
                 apply = planner.plan(state, row.profile_data)
             except RecordError as error:
@@ -589,10 +721,12 @@ def profiles_bulk_upsert(
                 continue
             planner.register(state, key)
             apply()
+            if object_id is not None:
+                planner.login_map(state, object_id)
         with connection.cursor() as cursor:
             created, updated = _profiles_write(cursor, planner, at=at)
         return BulkResult(profiles_created=created, profiles_updated=updated,
-                          rejected=planner.rejected)  # fmt: skip
+                          rejected=planner.rejected, deferred=deferred)  # fmt: skip
 
     return _with_retries(attempt)
 
@@ -623,9 +757,14 @@ def _event_culprit(name: str, properties: dict[str, Any]) -> str:
 
 
 def events_bulk_insert(
-    rows: Sequence[BulkEventRow], *, name: str, actor: Actor, at: dt.datetime | None = None
+    rows: Sequence[BulkEventRow],
+    *,
+    name: str | None = None,
+    actor: Actor,
+    at: dt.datetime | None = None,
 ) -> BulkResult:
     """Store one event per row for the person it names, like `event_push` row by row.
+    The event is called `row.name`, or `name` for rows without one.
 
     Invariants: an event whose `client_event_id` the profile already has is not
     stored again (so a re-imported file adds nothing); an unknown identifier
@@ -634,17 +773,22 @@ def events_bulk_insert(
     refused mapped value refuses the row). All-or-nothing for the batch.
     """
     at = at or timezone.now()
-    event_validate(name, {})  # a bad event name refuses the whole batch
-    rules = list(EventPropertyMapping.objects.filter(event_name=name, enabled=True))
+    names = sorted({row.name or name for row in rows} or {name})
+    for each in names:
+        event_validate(each, {})  # a bad event name refuses the whole batch
+    rules: dict[str, list[EventPropertyMapping]] = {}
+    for rule in EventPropertyMapping.objects.filter(event_name__in=names, enabled=True):
+        rules.setdefault(rule.event_name, []).append(rule)
 
     def attempt() -> BulkResult:
         planner = _Planner(actor)
         valid = []
         for row in rows:
+            row_name = row.name or name
             try:
-                stored = event_validate(name, row.properties)
+                stored = event_validate(row_name, row.properties)
             except RecordError as error:
-                planner.reject(row.ref, _event_culprit(name, row.properties), error)
+                planner.reject(row.ref, _event_culprit(row_name, row.properties), error)
                 continue
             valid.append((row, stored))
         keyed = []
@@ -653,12 +797,14 @@ def events_bulk_insert(
                 keyed.append((row, stored, planner.normalized_key(row.key_kind, row.key_value)))
             except RecordError as error:
                 planner.reject(row.ref, row.key_kind, error)
-        planner.load([key for _, _, key in keyed], [])
+        # Without mapping rules no profile property changes: ids are enough.
+        planner.load([key for _, _, key in keyed], [], full=any(rules.values()))
         events = []
         for row, stored, key in keyed:
             state = planner.state_for(key)
             mapped = {rule.profile_property: stored[rule.event_property]
-                      for rule in rules if rule.event_property in stored}  # fmt: skip
+                      for rule in rules.get(row.name or name, ())
+                      if rule.event_property in stored}  # fmt: skip
             try:
                 apply = planner.plan(state, mapped) if mapped else None
             except RecordError as error:
@@ -670,18 +816,18 @@ def events_bulk_insert(
                 apply()
             events.append((state, row, stored, key))
         with connection.cursor() as cursor:
-            if events:
-                _event_name_register(cursor, name)
+            for each in sorted({row.name or name for _, row, _, _ in events}):
+                _event_name_register(cursor, each)
             created, updated = _profiles_write(cursor, planner, at=at)
             stored_count = 0
             if events:
                 _copy(
                     cursor.cursor,
                     "bulk_event_stage",
-                    ["token", "ts", "properties", "client_event_id", "object_id"],
+                    ["token", "ts", "properties", "client_event_id", "object_id", "name"],
                     (
                         [state.token, row.ts, _json(stored), row.client_event_id,
-                         key[1] if key[0] == "objectId" else None]
+                         key[1] if key[0] == "objectId" else None, row.name or name]
                         for state, row, stored, key in events
                     ),
                 )  # fmt: skip
@@ -689,7 +835,8 @@ def events_bulk_insert(
                     "WITH stored AS ("
                     " INSERT INTO profiles_event (profile_id, device_id, name, ts, properties,"
                     "  source, client_event_id, received_at)"
-                    " SELECT s.profile_id, d.id, %s, e.ts, e.properties, %s, e.client_event_id, %s"
+                    " SELECT s.profile_id, d.id, e.name, e.ts, e.properties, %s,"
+                    "  e.client_event_id, %s"
                     " FROM bulk_event_stage e JOIN bulk_profile_stage s ON s.token = e.token"
                     " LEFT JOIN profiles_device d ON d.object_id = e.object_id"
                     " ON CONFLICT (profile_id, client_event_id) WHERE client_event_id IS NOT NULL"
@@ -704,7 +851,7 @@ def events_bulk_insert(
                     " FROM (SELECT profile_id, count(*) AS n, min(ts) AS first, max(ts) AS last"
                     "  FROM stored GROUP BY profile_id) x WHERE p.id = x.profile_id"
                     " RETURNING x.n",
-                    [name, actor.source, at],
+                    [actor.source, at],
                 )
                 stored_count = sum(n for (n,) in cursor.fetchall())
         return BulkResult(profiles_created=created, profiles_updated=updated,

@@ -48,8 +48,14 @@ class Profile(models.Model):
     # Scenario 2: an anonymous profile whose device then logged in as an
     # already-known person points at that person's profile. Its events are
     # shown greyed there and never count for that profile.
+    # Indexed by the partial index profile_linked_to only (most profiles are not linked).
     linked_to = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="linked_anonymous"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="linked_anonymous",
+        db_index=False,
     )
 
     # Default properties.
@@ -130,7 +136,10 @@ class IdentifierKind(models.TextChoices):
 
 
 class Identifier(models.Model):
-    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="identifiers")
+    # Indexed by identifier_profile (Meta), not twice.
+    profile = models.ForeignKey(
+        Profile, on_delete=models.CASCADE, related_name="identifiers", db_index=False
+    )
     kind = models.CharField(max_length=16, choices=IdentifierKind.choices)
     # Normalized: emails trimmed and lower-cased, phones in E.164.
     value = models.CharField(max_length=512)
@@ -152,7 +161,12 @@ class Device(models.Model):
     # The profile this device currently maps to. NULL after that profile was
     # deleted: the next call from the device makes a new anonymous profile.
     profile = models.ForeignKey(
-        Profile, null=True, blank=True, on_delete=models.SET_NULL, related_name="devices"
+        Profile,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="devices",
+        db_index=False,  # indexed by device_profile (Meta), not twice
     )
     platform = models.CharField(max_length=32, blank=True, default="")
     make = models.CharField(max_length=64, blank=True, default="")
@@ -175,7 +189,10 @@ class Device(models.Model):
 
 
 class Event(models.Model):
-    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="events")
+    # Indexed as the first column of event_profile_timeline, not on its own.
+    profile = models.ForeignKey(
+        Profile, on_delete=models.CASCADE, related_name="events", db_index=False
+    )
     device = models.ForeignKey(
         Device, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
     )
@@ -249,7 +266,10 @@ class EventName(models.Model):
 class PropertyChange(models.Model):
     """Audit trail of profile property changes, shown on the profile page."""
 
-    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="changes")
+    # Indexed as the first column of change_profile_time, not on its own.
+    profile = models.ForeignKey(
+        Profile, on_delete=models.CASCADE, related_name="changes", db_index=False
+    )
     property = models.CharField(max_length=120)
     old_value = models.JSONField(null=True, blank=True)
     new_value = models.JSONField(null=True, blank=True)

@@ -23,8 +23,13 @@ from tests.bench import BenchContext, Figure
 
 PART = "api"
 ROOT = Path(__file__).resolve().parents[2]
-WORKERS = 3
-THREADS = 2
+# Gunicorn: one process per client, one thread each: a request is CPU work between
+# database waits and threads of one process share its GIL (3 workers x 2 threads
+# measured lower); gthread rather than sync for keep-alive. BENCH_API_WORKERS /
+# BENCH_API_WORKER_CLASS / BENCH_API_THREADS override it, to compare.
+WORKERS = int(os.environ.get("BENCH_API_WORKERS", "4"))
+WORKER_CLASS = os.environ.get("BENCH_API_WORKER_CLASS", "gthread")
+THREADS = int(os.environ.get("BENCH_API_THREADS", "1"))
 CLIENTS = 4
 BATCH = 1000
 
@@ -46,7 +51,7 @@ def _start_server(ctx: BenchContext, port: int) -> subprocess.Popen:
     command = [
         sys.executable, "-m", "gunicorn", "config.wsgi:application",
         "--bind", f"127.0.0.1:{port}", "--workers", str(WORKERS),
-        "--worker-class", "gthread", "--threads", str(THREADS),
+        "--worker-class", WORKER_CLASS, "--threads", str(THREADS),
         "--timeout", "120", "--log-level", "warning",
     ]  # fmt: skip
     server = subprocess.Popen(command, cwd=ROOT, env=env)
