@@ -7,4 +7,3 @@ from imports.tests.sftp_server import (  # noqa: F401 — re-exported fixtures
     sftp_role_groups,
     sftp_server,
 )
-
