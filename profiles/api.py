@@ -44,7 +44,7 @@ from profiles.models import (
     Source,
 )
 from profiles.properties import DEFAULT_PROPERTIES, ErrorCode, RecordError
-from profiles.selectors import age_on, profile_get_by_identifier
+from profiles.selectors import age_on, profile_get_by_identifier, profile_with_relations
 from profiles.services import (
     Actor,
     event_push,
@@ -340,10 +340,7 @@ class _Planned:
     event_name: str = ""
 
 
-def _record_keys(record: object) -> frozenset[tuple[str, str]]:
-    if not isinstance(record, dict):
-        return frozenset()
-    device_id, identifiers = _record_identifiers(record)
+def _record_keys(device_id: Any, identifiers: dict[str, Any]) -> frozenset[tuple[str, str]]:
     keys = {(kind, str(value).strip()) for kind, value in identifiers.items()}
     if device_id is not None:
         keys.add(("objectId", str(device_id)))
@@ -354,11 +351,13 @@ def _plan(number: int, record: object) -> _Planned:
     """Which path a record takes; RecordError for what is refused before any write."""
     from profiles.bulk import BulkEventRow, BulkProfileRow
 
-    keys = _record_keys(record)
-    single = _Planned(number, record, "single", keys)
-    if not isinstance(record, dict) or record.get("type") not in ("profile", "event"):
-        return single
+    if not isinstance(record, dict):
+        return _Planned(number, record, "single", frozenset())
     device_id, identifiers = _record_identifiers(record)
+    keys = _record_keys(device_id, identifiers)
+    single = _Planned(number, record, "single", keys)
+    if record.get("type") not in ("profile", "event"):
+        return single
     if device_id is None and not identifiers:
         return single  # refused with 523 by upload_record
     ts = _record_ts(record)
@@ -440,12 +439,17 @@ def _bulk(items: list[_Planned], actor: Actor, errors: dict[int, RecordError]) -
     return [item for item in items if item.number in deferred]
 
 
-def upload_records(records: list[Any], *, actor: Actor) -> tuple[int, list[dict[str, Any]]]:
-    """Store upload records; (processed, unprocessed in CleverTap's shape)."""
+def upload_records(
+    records: list[Any], *, actor: Actor, may_hold_nul: bool = True
+) -> tuple[int, list[dict[str, Any]]]:
+    """Store upload records; (processed, unprocessed in CleverTap's shape).
+
+    `may_hold_nul=False` (the JSON body has no \\u0000 escape) skips the per-record scan.
+    """
     errors: dict[int, RecordError] = {}
     planned: list[_Planned] = []
     for number, record in enumerate(records, start=1):
-        if contains_nul(record):
+        if may_hold_nul and contains_nul(record):
             errors[number] = RecordError(ErrorCode.MISC, f"{NUL_MESSAGE} ")
             continue
         try:
@@ -488,7 +492,10 @@ def upload(request: HttpRequest, credential: ApiCredential) -> HttpResponse:
             f"Too many records: {len(records)} in one call; at most {MAX_UPLOAD_RECORDS} "
             "are accepted. Nothing was stored: split the records into smaller calls.",
         )
-    processed, unprocessed = upload_records(records, actor=_actor(credential))
+    # JSON can carry a NUL only as the escape \u0000 (a raw one is malformed JSON).
+    processed, unprocessed = upload_records(
+        records, actor=_actor(credential), may_hold_nul=b"\\u0000" in request.body
+    )
     return JsonResponse(
         {
             "status": _batch_status(processed, unprocessed),
@@ -558,39 +565,28 @@ def _profiles_with_relations(profiles: QuerySet[Profile]) -> list[Profile]:
     return list(profiles.select_related("linked_to").prefetch_related("identifiers", "devices"))
 
 
-def _profile_record_of(profile: Profile) -> dict[str, Any]:
-    return profile_record(
-        profile,
-        list(profile.identifiers.all()),
-        list(profile.devices.all()),
-        timezone.localdate(),
-    )
-
-
-def _profile_lookup(request: HttpRequest) -> Profile | None:
+def _profile_lookup(request: HttpRequest) -> tuple[Profile, list[Identifier], list[Device]] | None:
     params = request.GET
     if "email" in params:
         # An un-encoded "+" arrives as a space: no email holds a space, so it was a "+".
         email = params["email"].strip().replace(" ", "+")
-        return profile_get_by_identifier(kind="email", value=email)
+        return profile_with_relations(kind="email", value=email)
     if "identity" in params:
-        return profile_get_by_identifier(kind="identity", value=params["identity"])
+        return profile_with_relations(kind="identity", value=params["identity"])
     object_id = params.get("objectId") or params.get("guid")
     if object_id:
-        device = Device.objects.select_related("profile").filter(object_id=object_id).first()
-        if device is not None:
-            return device.profile
-        return Profile.objects.filter(ct_id=object_id).first()
+        return profile_with_relations(kind="objectId", value=object_id)
     raise ApiError(400, "Give one of email, identity or objectId.")
 
 
 @api_view("profile", ("GET",))
 def profile_get(request: HttpRequest, credential: ApiCredential) -> HttpResponse:
-    profile = _profile_lookup(request)
-    if profile is None:
+    found = _profile_lookup(request)
+    if found is None:
         return fail(404, "No profile found for the given identifier.")
-    found = _profiles_with_relations(Profile.objects.filter(pk=profile.pk))
-    return JsonResponse({"status": "success", "record": _profile_record_of(found[0])})
+    profile, identifiers, devices = found
+    record = profile_record(profile, identifiers, devices, timezone.localdate())
+    return JsonResponse({"status": "success", "record": record})
 
 
 # --- queries: /1/profiles.json, /1/events.json, /1/counts/… ---------------------------------

@@ -140,8 +140,11 @@ class _State:
         return self.profile_id is None
 
 
+_EMPTY_FIELDS = {name: "" if name in STRING_FIELDS else None for name in DEFAULT_FIELDS}
+
+
 def _empty_fields() -> dict[str, Any]:
-    return {name: "" if name in STRING_FIELDS else None for name in DEFAULT_FIELDS}
+    return dict(_EMPTY_FIELDS)
 
 
 _ENCODER = DjangoJSONEncoder()

@@ -96,8 +96,8 @@ def test_profile_not_found_is_404_and_no_identifier_is_400(api):
 
 def test_profile_lookup_query_count(api, django_assert_num_queries):
     identified_profile("u1")
-    # credential, identifier+profile, profile+linked, identifiers, devices, usage
-    with django_assert_num_queries(6):
+    # credential, identifier+profile, identifiers, devices, usage
+    with django_assert_num_queries(5):
         assert api.get("/1/profile.json", {"identity": "u1"}).status_code == 200
 
 

@@ -25,10 +25,13 @@ PART = "api"
 ROOT = Path(__file__).resolve().parents[2]
 # Gunicorn: one process per client, one thread each: a request is CPU work between
 # database waits and threads of one process share its GIL (3 workers x 2 threads
-# measured lower); gthread rather than sync for keep-alive. BENCH_API_WORKERS /
-# BENCH_API_WORKER_CLASS / BENCH_API_THREADS override it, to compare.
+# measured lower). Sync workers rather than gthread: a gthread worker keeps accepting
+# keep-alive connections while its one thread is busy, so two clients could end up
+# queued on one worker while another idled (uneven, ~20% fewer records/s); a sync
+# worker takes one connection at a time, so the accept queue spreads the clients.
+# BENCH_API_WORKERS / BENCH_API_WORKER_CLASS / BENCH_API_THREADS override it, to compare.
 WORKERS = int(os.environ.get("BENCH_API_WORKERS", "4"))
-WORKER_CLASS = os.environ.get("BENCH_API_WORKER_CLASS", "gthread")
+WORKER_CLASS = os.environ.get("BENCH_API_WORKER_CLASS", "sync")
 THREADS = int(os.environ.get("BENCH_API_THREADS", "1"))
 CLIENTS = 4
 BATCH = 1000
