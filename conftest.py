@@ -150,3 +150,23 @@ def browser_login(page, username: str) -> None:
     page.fill("#id_password", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_load_state("networkidle")
+
+
+def test_database_url() -> str:
+    """A DATABASE_URL naming the test database, for subprocesses a test starts.
+
+    The host may be a unix-socket directory (the embedded PostgreSQL): it is
+    percent-encoded, as dj-database-url expects.
+    """
+    from urllib.parse import quote
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    user = quote(db.get("USER") or "postgres")
+    password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
+    host = quote(db.get("HOST") or "127.0.0.1", safe="")
+    return f"postgresql://{user}{password}@{host}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+test_database_url.__test__ = False  # a helper, not a test

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 
+from conftest import test_database_url
 from imports.models import ImportRun
 from imports.services import import_run_execute, import_run_start
 from imports.tests.csv_fixtures import csv_path, import_file, use_temporary_media
@@ -315,11 +315,9 @@ import_run_execute(import_run_id=int(sys.argv[1]))
 
 
 def _worker_killed_after_first_chunk(run: ImportRun, media: Path) -> subprocess.CompletedProcess:
-    database = connection.settings_dict
     env = {
         **os.environ,
-        "DATABASE_URL": f"postgresql://{database['USER']}@{database['HOST']}:{database['PORT']}"
-        f"/{database['NAME']}",
+        "DATABASE_URL": test_database_url(),
         "DJANGO_SETTINGS_MODULE": "config.settings",
     }
     return subprocess.run(

@@ -3,6 +3,7 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
+from conftest import test_database_url
 from profiles.tests.factories import ProfileFactory
 from segments.models import Segment
 
@@ -46,7 +47,7 @@ def test_exit_status_and_stderr(tmp_path):
     from django.conf import settings
 
     Segment.objects.all()  # the test database exists
-    env = {**os.environ, "DATABASE_URL": _test_database_url(settings)}
+    env = {**os.environ, "DATABASE_URL": test_database_url()}
     result = subprocess.run(
         [sys.executable, "manage.py", "segment_count", '{"system": "age", "op": "older"}'],
         capture_output=True, text=True, env=env, cwd=settings.BASE_DIR, timeout=120,
@@ -54,13 +55,3 @@ def test_exit_status_and_stderr(tmp_path):
     assert result.returncode != 0
     assert '$.op: "older" is not an operator for age' in result.stderr
     assert result.stdout == ""
-
-
-def _test_database_url(settings) -> str:
-    db = settings.DATABASES["default"]
-    from urllib.parse import quote
-
-    user = quote(db.get("USER") or "postgres")
-    password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
-    host = quote(db.get("HOST") or "127.0.0.1", safe="")
-    return f"postgresql://{user}{password}@{host}:{db.get('PORT') or 5432}/{db['NAME']}"
