@@ -8,6 +8,7 @@ Every response is JSON shaped like CleverTap's: `{"status": "success", …}` or
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -401,6 +402,53 @@ def _keep_person_order(planned: list[_Planned]) -> None:
             item.group = "single"
 
 
+def _split_known(items: list[_Planned]) -> tuple[list[_Planned], list[_Planned]]:
+    """Profile records about brand-new people, and the others (known people, and
+    records claiming identifiers in their data or sharing a key with such a record).
+
+    The two parts share no identifier or device, so storing them in two transactions
+    keeps every person's order and every identifier claim's order; the first part
+    locks no existing profile, so the second holds its row locks for less time.
+    """
+    from profiles.bulk import _lenient_identifiers
+    from profiles.properties import normalize_identifier
+
+    names: list[set[tuple[str, str]]] = []
+    claims: list[bool] = []
+    for item in items:
+        row = item.row
+        keys = set(_lenient_identifiers(row.profile_data))
+        claims.append(bool(keys))
+        with contextlib.suppress(RecordError):
+            keys.add((row.key_kind, normalize_identifier(row.key_kind, row.key_value)))
+        if row.device_id is not None:
+            keys.add(("objectId", str(row.device_id)))
+        names.append(keys)
+    everything = set().union(*names) if names else set()
+    by_kind: dict[str, list[str]] = {}
+    for kind, value in everything:
+        by_kind.setdefault(kind, []).append(value)
+    known: set[tuple[str, str]] = set()
+    for kind, values in by_kind.items():
+        if kind == "objectId":
+            found = Device.objects.filter(object_id__in=values).values_list("object_id", flat=True)
+        else:
+            found = Identifier.objects.filter(kind=kind, value__in=values).values_list(
+                "value", flat=True
+            )
+        known.update((kind, value) for value in found)
+    locked = [claim or bool(keys & known) for claim, keys in zip(claims, names, strict=True)]
+    while True:  # whoever shares a name with a record of the second part joins it
+        held = set().union(*(keys for keys, lock in zip(names, locked, strict=True) if lock))
+        grown = [lock or bool(keys & held) for keys, lock in zip(names, locked, strict=True)]
+        if grown == locked:
+            break
+        locked = grown
+    fresh = [item for item, lock in zip(items, locked, strict=True) if not lock]
+    rest = [item for item, lock in zip(items, locked, strict=True) if lock]
+    return fresh, rest
+
+
 def _bulk(items: list[_Planned], actor: Actor, errors: dict[int, RecordError]) -> list[_Planned]:
     """Store `items` set-based; return those to retry one by one (the call failed)."""
     from django.db import transaction
@@ -457,7 +505,9 @@ def upload_records(
         except RecordError as error:
             errors[number] = error
     _keep_person_order(planned)
-    retry = _bulk([p for p in planned if p.group == "profiles"], actor, errors)
+    fresh, rest = _split_known([p for p in planned if p.group == "profiles"])
+    retry = _bulk(fresh, actor, errors)
+    retry += _bulk(rest, actor, errors)
     retry += _bulk([p for p in planned if p.group == "events"], actor, errors)
     singles = sorted([p for p in planned if p.group == "single"] + retry, key=lambda p: p.number)
     with service_batch():  # property types etc. read once for the batch's records

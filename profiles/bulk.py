@@ -212,12 +212,14 @@ class _Planner:
         logins: Sequence[str] = (),
         *,
         full: bool = True,
+        lock: bool = True,
     ) -> None:
         """Fetch the holders of `keys` (locked, with their identifiers) and of `extra`
         (identifiers the rows' data would add: only who holds them matters), and the
         profiles the devices of `logins` map to (not locked: only loaded holders are
         written to). Without `full`, the holders are locked but their properties and
-        identifiers are not read (events with no mapping rule only need their ids)."""
+        identifiers are not read (events with no mapping rule only need their ids);
+        without `lock` they are not locked either (the caller locks them later)."""
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT name, type FROM profiles_propertydefinition WHERE scope = 'profile'"
@@ -241,8 +243,8 @@ class _Planner:
             by_id: dict[int, _State] = {}
             if wanted and not full:
                 cursor.execute(
-                    "SELECT id, ct_id FROM profiles_profile"
-                    " WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+                    "SELECT id, ct_id FROM profiles_profile WHERE id = ANY(%s)"
+                    + (" ORDER BY id FOR NO KEY UPDATE" if lock else ""),
                     [wanted],
                 )
                 for profile_id, ct_id in cursor.fetchall():
@@ -734,6 +736,18 @@ def profiles_bulk_upsert(
     return _with_retries(attempt)
 
 
+def _profiles_lock(cursor, planner: _Planner) -> None:
+    """Lock the loaded profiles (in id order: no deadlock); a deleted one is a conflict."""
+    loaded = sorted(state.profile_id for state in planner.states if not state.is_new)
+    if loaded:
+        cursor.execute(
+            "SELECT id FROM profiles_profile WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+            [loaded],
+        )
+        if len(cursor.fetchall()) != len(loaded):
+            raise BulkConflict
+
+
 def _event_name_register(cursor, name: str) -> None:
     cursor.execute("SELECT 1 FROM profiles_eventname WHERE name = %s", [name])
     if cursor.fetchone():
@@ -800,8 +814,10 @@ def events_bulk_insert(
                 keyed.append((row, stored, planner.normalized_key(row.key_kind, row.key_value)))
             except RecordError as error:
                 planner.reject(row.ref, row.key_kind, error)
-        # Without mapping rules no profile property changes: ids are enough.
-        planner.load([key for _, _, key in keyed], [], full=any(rules.values()))
+        # Without mapping rules no profile property changes: ids are enough, and the
+        # profiles are locked only for the last statement (it adds to their counts).
+        full = any(rules.values())
+        planner.load([key for _, _, key in keyed], [], full=full, lock=full)
         events = []
         for row, stored, key in keyed:
             state = planner.state_for(key)
@@ -834,6 +850,8 @@ def events_bulk_insert(
                         for state, row, stored, key in events
                     ),
                 )  # fmt: skip
+                if not full:
+                    _profiles_lock(cursor, planner)
                 cursor.execute(
                     "WITH stored AS ("
                     " INSERT INTO profiles_event (profile_id, device_id, name, ts, properties,"

@@ -290,3 +290,23 @@ def test_wrong_passcode_and_revoked_credentials_get_401(api, client):
 def test_wrong_method_gets_405(api):
     response = api.get("/1/upload")
     assert response.status_code == 405 and response.json()["code"] == 405
+
+
+@pytest.mark.parametrize("known_first", [True, False])
+def test_one_call_about_known_and_new_people_gives_a_claimed_identifier_to_the_first(
+    api, known_first
+):
+    api.upload(profile("known", Name="Kim"))
+    claims = [profile("known", Email="x@example.com"), profile("new", Email="x@example.com")]
+    if not known_first:
+        claims.reverse()
+    body = api.upload(profile("other", Name="Oz"), *claims, profile("known", Name="Kay"))
+    assert body["processed"] == 3
+    [failure] = body["unprocessed"]
+    assert failure["record"] == claims[1] and "never merged" in failure["error"]
+    winner = "known" if known_first else "new"
+    holder = Identifier.objects.get(kind="email", value="x@example.com").profile
+    assert holder.identifiers.filter(kind="identity", value=winner).exists()
+    assert Profile.objects.get(identifiers__value="known").name == "Kay"
+    assert Profile.objects.get(identifiers__value="other").name == "Oz"
+    assert Profile.objects.count() == (2 if known_first else 3)  # a refused record creates none

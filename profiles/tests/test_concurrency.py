@@ -141,3 +141,36 @@ def test_concurrent_logins_of_two_people_swapping_devices_do_not_deadlock():
     assert results == [0] * THREADS, [r for r in results if r]
     assert Profile.objects.count() == 2
     assert Event.objects.count() == 3 * THREADS
+
+
+def test_concurrent_upload_batches_on_the_same_people_lose_no_count_nor_increment():
+    from profiles.api import upload_records
+
+    people = [f"known-{n}" for n in range(5)]
+    for identity in people:
+        profile_push(identifiers={"identity": identity}, profile_data={"Score": 0}, actor=SDK)
+
+    def batch(index: int) -> int:
+        # One call of profiles (known and new people) and one of events: each set-based.
+        profiles, events = [], []
+        for n, identity in enumerate(people * 4):
+            profiles.append({"type": "profile", "identity": identity,
+                             "profileData": {"Score": {"$incr": 1}}})  # fmt: skip
+            profiles.append({"type": "profile", "identity": f"new-{index}-{n}",
+                             "profileData": {"Name": "New"}})  # fmt: skip
+            events.append({"type": "event", "identity": identity, "evtName": "Seen",
+                           "evtId": f"{index}-{n}", "evtData": {}})  # fmt: skip
+        processed = 0
+        for records in (profiles, events):
+            done, unprocessed = upload_records(records, actor=SDK)
+            assert not unprocessed, unprocessed
+            processed += done
+        return processed
+
+    results = in_parallel(batch, 8)
+    assert results == [60] * 8
+    for identity in people:
+        person = Profile.objects.get(identifiers__kind="identity", identifiers__value=identity)
+        assert person.custom["Score"] == 8 * 4
+        assert person.event_count == 8 * 4 == person.events.count()
+    assert Profile.objects.count() == 5 + 8 * 20
