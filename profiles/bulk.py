@@ -47,7 +47,6 @@ from profiles.properties import (
     IDENTIFIER_KEYS,
     IDENTITY_MISSING_MESSAGE,
     MAX_CUSTOM_PROFILE_KEYS,
-    MAX_EVENT_NAMES,
     ErrorCode,
     RecordError,
     normalize_device_id,
@@ -58,6 +57,7 @@ from profiles.services import (
     LOGIN_NEW,
     SINGLE_VALUED_KINDS,
     Actor,
+    event_name_register,
     event_validate,
     identifying_kinds,
     login_decision,
@@ -748,22 +748,6 @@ def _profiles_lock(cursor, planner: _Planner) -> None:
             raise BulkConflict
 
 
-def _event_name_register(cursor, name: str) -> None:
-    cursor.execute("SELECT 1 FROM profiles_eventname WHERE name = %s", [name])
-    if cursor.fetchone():
-        return
-    cursor.execute("SELECT count(*) FROM profiles_eventname")
-    if cursor.fetchone()[0] >= MAX_EVENT_NAMES:
-        raise RecordError(
-            ErrorCode.MISC, f"At most {MAX_EVENT_NAMES} different event names may exist."
-        )
-    cursor.execute(
-        "INSERT INTO profiles_eventname (name, first_seen) VALUES (%s, now())"
-        " ON CONFLICT (name) DO NOTHING",
-        [name],
-    )
-
-
 def _event_culprit(name: str, properties: dict[str, Any]) -> str:
     for key, value in properties.items():
         try:
@@ -836,7 +820,7 @@ def events_bulk_insert(
             events.append((state, row, stored, key))
         with connection.cursor() as cursor:
             for each in sorted({row.name or name for _, row, _, _ in events}):
-                _event_name_register(cursor, each)
+                event_name_register(each)
             created, updated = _profiles_write(cursor, planner, at=at)
             stored_count = 0
             if events:

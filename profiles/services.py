@@ -843,10 +843,8 @@ def event_validate(name: object, properties: object, *, system: bool = False) ->
     return stored
 
 
-def _event_name_register(name: str, lookups: _Lookups) -> None:
+def event_name_register(name: str) -> None:
     """Remember the name (for pickers); refuse a new name past the per-account cap."""
-    if name in lookups.event_names:
-        return
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT EXISTS (SELECT 1 FROM profiles_eventname WHERE name = %s),"
@@ -854,17 +852,23 @@ def _event_name_register(name: str, lookups: _Lookups) -> None:
             [name],
         )
         known, total = cursor.fetchone()
-        if not known:
-            if total >= MAX_EVENT_NAMES:
-                raise RecordError(
-                    ErrorCode.MISC, f"At most {MAX_EVENT_NAMES} different event names may exist."
-                )
-            cursor.execute(
-                "INSERT INTO profiles_eventname (name, first_seen) VALUES (%s, now())"
-                " ON CONFLICT (name) DO NOTHING",
-                [name],
+        if known:
+            return
+        if total >= MAX_EVENT_NAMES:
+            raise RecordError(
+                ErrorCode.MISC, f"At most {MAX_EVENT_NAMES} different event names may exist."
             )
-    lookups.event_names.add(name)
+        cursor.execute(
+            "INSERT INTO profiles_eventname (name, first_seen) VALUES (%s, now())"
+            " ON CONFLICT (name) DO NOTHING",
+            [name],
+        )
+
+
+def _event_name_register(name: str, lookups: _Lookups) -> None:
+    if name not in lookups.event_names:
+        event_name_register(name)
+        lookups.event_names.add(name)
 
 
 def _json(value: Any) -> str:
