@@ -124,7 +124,17 @@ SYSTEM_CONDITIONS = ("age", "profile_type", "test_profile", "reachable", "first_
 # --- SQL building blocks ----------------------------------------------------------
 
 
-class JsonPathExists(Expression):
+class _OverTarget(Expression):
+    """An expression over one source expression, `self.target` (resolved by Django)."""
+
+    def get_source_expressions(self) -> list[Any]:
+        return [self.target]
+
+    def set_source_expressions(self, exprs: list[Any]) -> None:
+        (self.target,) = exprs
+
+
+class JsonPathExists(_OverTarget):
     """`<jsonb expression> @? '<jsonpath>'`: true when the path yields an item.
 
     jsonpath is type-strict (a string never equals a number, no cast errors) and
@@ -141,18 +151,12 @@ class JsonPathExists(Expression):
         self.target = F(target) if isinstance(target, str) else target
         self.path = path
 
-    def get_source_expressions(self) -> list[Any]:
-        return [self.target]
-
-    def set_source_expressions(self, exprs: list[Any]) -> None:
-        (self.target,) = exprs
-
     def as_sql(self, compiler: Any, connection: Any) -> tuple[str, tuple[Any, ...]]:
         sql, params = compiler.compile(self.target)
         return f"({sql} @? %s::jsonpath)", (*params, self.path)
 
 
-class ProfileInEventSet(Expression):
+class ProfileInEventSet(_OverTarget):
     """EXISTS over a derived table of profile ids (a semi-join; an anti-join under NOT).
 
     `events` is an Event queryset selecting `profile_id` (possibly grouped with
@@ -169,12 +173,6 @@ class ProfileInEventSet(Expression):
         self.events = events
         self.target = target if target is not None else F("pk")
 
-    def get_source_expressions(self) -> list[Any]:
-        return [self.target]
-
-    def set_source_expressions(self, exprs: list[Any]) -> None:
-        (self.target,) = exprs
-
     def as_sql(self, compiler: Any, connection: Any) -> tuple[str, tuple[Any, ...]]:
         target_sql, target_params = compiler.compile(self.target)
         inner_sql, inner_params = self.events.query.get_compiler(connection=connection).as_sql()
@@ -185,7 +183,7 @@ class ProfileInEventSet(Expression):
         return sql, (*inner_params, *target_params)
 
 
-class JsonNumber(Expression):
+class JsonNumber(_OverTarget):
     """A jsonb member as double precision when it is a number, else NULL (never an error)."""
 
     output_field = FloatField()
@@ -194,12 +192,6 @@ class JsonNumber(Expression):
         super().__init__(output_field=FloatField())
         self.target = F(target)
         self.key = key
-
-    def get_source_expressions(self) -> list[Any]:
-        return [self.target]
-
-    def set_source_expressions(self, exprs: list[Any]) -> None:
-        (self.target,) = exprs
 
     def as_sql(self, compiler: Any, connection: Any) -> tuple[str, tuple[Any, ...]]:
         sql, params = compiler.compile(self.target)
