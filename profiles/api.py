@@ -28,6 +28,13 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
+from profiles.bulk import (
+    BulkEventRow,
+    BulkProfileRow,
+    events_bulk_insert,
+    profile_data_identifiers,
+    profiles_bulk_upsert,
+)
 from profiles.credentials import (
     TooManyConcurrentRequests,
     api_credential_authenticate,
@@ -44,11 +51,20 @@ from profiles.models import (
     Profile,
     Source,
 )
-from profiles.properties import DEFAULT_PROPERTIES, ErrorCode, RecordError
+from profiles.properties import (
+    DEFAULT_PROPERTIES,
+    IDENTIFIER_KEYS,
+    ErrorCode,
+    RecordError,
+    normalize_email,
+    normalize_identifier,
+    normalize_phone,
+)
 from profiles.selectors import age_on, profile_get_by_identifier, profile_with_relations
 from profiles.services import (
     Actor,
     event_push,
+    event_validate,
     profile_delete,
     profile_login,
     profile_push,
@@ -249,7 +265,6 @@ def _client_event_id(record: dict[str, Any]) -> str | None:
 
 
 def _has_profile_identifier(profile_data: dict[str, Any]) -> bool:
-    from profiles.properties import IDENTIFIER_KEYS
 
     return any(
         isinstance(key, str) and key.lower() in IDENTIFIER_KEYS and not isinstance(value, dict)
@@ -350,7 +365,6 @@ def _record_keys(device_id: Any, identifiers: dict[str, Any]) -> frozenset[tuple
 
 def _plan(number: int, record: object) -> _Planned:
     """Which path a record takes; RecordError for what is refused before any write."""
-    from profiles.bulk import BulkEventRow, BulkProfileRow
 
     if not isinstance(record, dict):
         return _Planned(number, record, "single", frozenset())
@@ -410,14 +424,12 @@ def _split_known(items: list[_Planned]) -> tuple[list[_Planned], list[_Planned]]
     keeps every person's order and every identifier claim's order; the first part
     locks no existing profile, so the second holds its row locks for less time.
     """
-    from profiles.bulk import _lenient_identifiers
-    from profiles.properties import normalize_identifier
 
     names: list[set[tuple[str, str]]] = []
     claims: list[bool] = []
     for item in items:
         row = item.row
-        keys = set(_lenient_identifiers(row.profile_data))
+        keys = set(profile_data_identifiers(row.profile_data))
         claims.append(bool(keys))
         with contextlib.suppress(RecordError):
             keys.add((row.key_kind, normalize_identifier(row.key_kind, row.key_value)))
@@ -452,9 +464,6 @@ def _split_known(items: list[_Planned]) -> tuple[list[_Planned], list[_Planned]]
 def _bulk(items: list[_Planned], actor: Actor, errors: dict[int, RecordError]) -> list[_Planned]:
     """Store `items` set-based; return those to retry one by one (the call failed)."""
     from django.db import transaction
-
-    from profiles.bulk import events_bulk_insert, profiles_bulk_upsert
-    from profiles.services import event_validate
 
     if not items:
         return []
@@ -972,7 +981,6 @@ def _holders(kind: str, value: str) -> list[tuple[dict[str, str], str | None]]:
 
 def _entry(entry: object, *, statuses: bool) -> tuple[str, str, str | None]:
     """(kind, normalized value, status) of a subscribe/disassociate entry."""
-    from profiles.properties import normalize_email, normalize_phone
 
     if not isinstance(entry, dict):
         raise RecordError(ErrorCode.MISC, "Each entry must be an object.")
@@ -1052,7 +1060,7 @@ def disassociate(request: HttpRequest, credential: ApiCredential) -> HttpRespons
 @login_not_required
 @require_GET
 def openapi_json(request: HttpRequest) -> HttpResponse:
-    from profiles.openapi import openapi_schema
+    from profiles.openapi import openapi_schema  # openapi.py reads this module's limits
 
     return JsonResponse(openapi_schema(), json_dumps_params={"indent": 2})
 
@@ -1060,6 +1068,6 @@ def openapi_json(request: HttpRequest) -> HttpResponse:
 @login_not_required
 @require_GET
 def docs(request: HttpRequest) -> HttpResponse:
-    from profiles.openapi import docs_context
+    from profiles.openapi import docs_context  # openapi.py reads this module's limits
 
     return render(request, "api/docs.html", docs_context())

@@ -646,7 +646,7 @@ def _profiles_write(cursor, planner: _Planner, *, at: dt.datetime) -> tuple[int,
 # --- public functions --------------------------------------------------------------------
 
 
-def _lenient_identifiers(data: dict[str, Any]) -> list[tuple[str, str]]:
+def profile_data_identifiers(data: dict[str, Any]) -> list[tuple[str, str]]:
     """Identifiers a row's data would add, normalized when valid (invalid ones are
     refused later by the planner, with the API's message)."""
     pairs = []
@@ -703,14 +703,14 @@ def profiles_bulk_upsert(
                     continue
             valid.append(row)
         keyed = _keys(planner, valid)
-        extra = [pair for row, _ in keyed for pair in _lenient_identifiers(row.profile_data)]
+        extra = [pair for row, _ in keyed for pair in profile_data_identifiers(row.profile_data)]
         planner.load([key for _, key in keyed], extra, list(devices.values()))
         deferred: list[int] = []
         held_back: set[tuple[str, str]] = set()  # the people of deferred rows
         for row, key in keyed:
             object_id = devices.get(row.ref)
             if held_back or object_id is not None:
-                names = {key, *_lenient_identifiers(row.profile_data)}
+                names = {key, *profile_data_identifiers(row.profile_data)}
                 if object_id is not None:
                     names.add(("objectId", object_id))
                 state = planner.login_state(key, object_id) if object_id is not None else None
