@@ -53,6 +53,8 @@ from imports.models import (
     SftpSource,
     SftpSourceKind,
 )
+from imports.selectors import import_run_rejected_csv
+from imports.services import import_run_create, import_run_execute
 from imports.sources.csv import formula_safe
 from imports.sources.sftp import (
     FAILED_DIR,
@@ -460,7 +462,6 @@ def _import_file(
     conn: SftpConnection, source: SftpSource, run: SftpRun, ledger: SftpFile, remote: RemoteFile
 ) -> str:
     """Import one stable file; returns "imported", "failed" or "skipped"."""
-    from imports.services import import_run_create, import_run_execute
 
     if not _claim(ledger, run):
         return "skipped"  # another poll finished it meanwhile
@@ -592,7 +593,6 @@ def result_file_content(ledger: SftpFile, import_run: ImportRun | None, error: s
 
 
 def _rejected_rows_csv(import_run: ImportRun) -> bytes:
-    from imports.selectors import import_run_rejected_csv
 
     if not import_run.rows_rejected:
         return b""

@@ -25,7 +25,7 @@ from profiles.models import (
     PropertyDefinition,
     PropertyScope,
 )
-from profiles.properties import RecordError, normalize_identifier
+from profiles.properties import DEFAULT_PROPERTIES, YES_NO, RecordError, normalize_identifier
 
 
 def years_before(day: dt.date, years: int) -> dt.date:
@@ -212,7 +212,6 @@ def profile_property_condition(*, name: str, value: str) -> Q:
     """`name` = `value` for a default property (value cleaned like ingestion) or a
     custom one (typed by its PropertyDefinition). Raises RecordError for a value
     the property cannot hold."""
-    from profiles.properties import DEFAULT_PROPERTIES, YES_NO
 
     name, value = name.strip(), value.strip()
     default = DEFAULT_PROPERTIES.get(name.lower())
@@ -400,7 +399,6 @@ def profile_property_groups(
 ) -> dict[str, list[tuple[str, object]]]:
     """Default, Custom and System properties as (label, value) pairs, in display order.
     Age is computed from DOB here, never stored."""
-    from profiles.properties import DEFAULT_PROPERTIES
 
     today = today or timezone.localdate()
     default = [(prop.key, getattr(profile, prop.field)) for prop in DEFAULT_PROPERTIES.values()]

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from imports.sources.csv import formula_safe
 from profiles.models import Profile
-from segments.compiler import DEFAULT_COLUMNS, compile_definition
+from segments.compiler import DEFAULT_COLUMNS, DEFAULT_PROPERTY_LABELS, compile_definition
 from segments.models import SYSTEM_DEFINITIONS, ExportStatus, Segment, SegmentExport
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,6 @@ def segment_recount(*, segment: Segment) -> Segment:
 
 def export_columns_available(custom_names: list[str]) -> list[str]:
     """Properties a person may add to an export: default properties, then custom ones."""
-    from segments.compiler import DEFAULT_PROPERTY_LABELS
 
     return [DEFAULT_PROPERTY_LABELS[key] for key in DEFAULT_COLUMNS] + sorted(custom_names)
 
