@@ -62,11 +62,39 @@ def start_embedded_postgres() -> str:
     pgdata = VAR_DIR / "postgres"
     pgdata.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    if _tune_embedded_postgres(server) and server.global_process_id_list.get() == [os.getpid()]:
+        # Memory settings need a restart; only when no other process uses the server.
+        server.cleanup()  # cleanup_mode="stop": stops it, keeps the data
+        server = pgserver.get_server(pgdata, cleanup_mode="stop")
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
     if "(1 row)" not in exists:
         server.psql(f'CREATE DATABASE "{DATABASE_NAME}";')
     socket_dir = server.get_postmaster_info().socket_dir
     return f"postgresql://postgres@{quote(str(socket_dir), safe='')}/{DATABASE_NAME}"
+
+
+def embedded_postgres_settings() -> dict[str, str]:
+    """What the embedded server runs with. PostgreSQL's defaults (128 MB of shared
+    buffers, a checkpoint every 1 GB of WAL) suit a tiny machine; a bulk import
+    touching a million profiles then reads and writes most pages twice. An eighth
+    of the memory (at most 2 GB) holds the profile table and its indexes at a
+    million profiles."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    shared_mb = max(128, min(2048, memory // 8 // 2**20))
+    return {"shared_buffers": f"{shared_mb}MB", "max_wal_size": "4GB"}
+
+
+def _tune_embedded_postgres(server) -> bool:
+    """Persist the settings (ALTER SYSTEM); True when the server must restart to use
+    them (shared_buffers is read at start only; the others apply on reload)."""
+    settings = embedded_postgres_settings()
+    statements = [f"ALTER SYSTEM SET {name} = '{value}';" for name, value in settings.items()]
+    statements.append("SELECT pg_reload_conf();")
+    statements.append(
+        "SELECT 'restart:' || (pg_size_bytes(current_setting('shared_buffers'))"
+        f" <> pg_size_bytes('{settings['shared_buffers']}'));"
+    )
+    return "restart:true" in server.psql("\n".join(statements))
 
 
 def _redis_answers(socket_path: Path) -> bool:

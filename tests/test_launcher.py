@@ -16,6 +16,8 @@ import dj_database_url
 import psycopg
 import pytest
 
+from config.launcher import embedded_postgres_settings
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 # Prints the two URLs the launcher exported, then waits (stdin) while the test
@@ -100,6 +102,13 @@ def test_exec_starts_embedded_postgres_and_redis_and_stops_them(var_dir):
         ) as connection:
             assert connection.execute("SELECT 40 + 2").fetchone() == (42,)
             assert connection.execute("SELECT current_database()").fetchone() == ("userprofiles",)
+            # Started with memory for a million profiles, not PostgreSQL's 128 MB default
+            # (the first start restarts the fresh server once to apply it).
+            wanted = embedded_postgres_settings()["shared_buffers"]
+            assert connection.execute(
+                "SELECT pg_size_bytes(current_setting('shared_buffers')) = pg_size_bytes(%s)",
+                [wanted],
+            ).fetchone() == (True,)
         running = _processes_using(var_dir)
         assert any("postgres" in command and "-D" in command for command in running), running
 
