@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -115,6 +115,9 @@ class BulkResult:
     # Refs of rows left for the caller to apply one by one, in order, with the
     # services (logins the batch does not take, and later rows about the same people).
     deferred: list[int] = field(default_factory=list)
+    # Identifiers the batch added or removed (for a caller pipelining batches: see
+    # `before_write`).
+    identifiers_written: set[tuple[str, str]] = field(default_factory=set)
 
 
 @dataclass
@@ -132,6 +135,7 @@ class _State:
     changes: list[tuple[str, Any, Any]] = field(default_factory=list)
     login_devices: list[str] = field(default_factory=list)  # devices a login maps here
     partial: bool = False  # loaded without its properties and identifiers: not to plan on
+    version: str | None = None  # xmin when read without a lock: checked when locked later
     touched: bool = False  # something to write
     staged: bool = False  # needed in the staging table (its events refer to it)
 
@@ -202,6 +206,7 @@ class _Planner:
         self.types: dict[str, str] = {}
         self.new_types: dict[str, str] = {}
         self.rejected: list[RowRejection] = []
+        self.read_pairs: set[tuple[str, str]] = set()  # identifiers whose holder was read
 
     # Loading ---------------------------------------------------------------------
 
@@ -219,7 +224,8 @@ class _Planner:
         profiles the devices of `logins` map to (not locked: only loaded holders are
         written to). Without `full`, the holders are locked but their properties and
         identifiers are not read (events with no mapping rule only need their ids);
-        without `lock` they are not locked either (the caller locks them later)."""
+        without `lock` they are not locked either: the caller locks them later with
+        `_profiles_lock`, which refuses the batch if a full state changed meanwhile."""
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT name, type FROM profiles_propertydefinition WHERE scope = 'profile'"
@@ -258,8 +264,8 @@ class _Planner:
             elif wanted:
                 columns = ", ".join(DEFAULT_FIELDS)
                 cursor.execute(
-                    f"SELECT id, ct_id, custom, {columns} FROM profiles_profile"
-                    " WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+                    f"SELECT id, ct_id, xmin::text, custom, {columns} FROM profiles_profile"
+                    " WHERE id = ANY(%s) ORDER BY id" + (" FOR NO KEY UPDATE" if lock else ""),
                     [wanted],
                 )
                 for row in cursor.fetchall():
@@ -267,8 +273,9 @@ class _Planner:
                         token=len(self.states),
                         profile_id=row[0],
                         ct_id=row[1],
-                        custom=_loads(row[2]),
-                        fields=dict(zip(DEFAULT_FIELDS, row[3:], strict=True)),
+                        version=None if lock else row[2],
+                        custom=_loads(row[3]),
+                        fields=dict(zip(DEFAULT_FIELDS, row[4:], strict=True)),
                         identifiers=set(),
                         original_identifiers=frozenset(),
                     )
@@ -314,9 +321,9 @@ class _Planner:
             if profile_id in by_id:
                 self.devices[object_id] = by_id[profile_id].token
 
-    @staticmethod
-    def _holders_fetch(cursor, pairs: set[tuple[str, str]], holders: dict) -> None:
+    def _holders_fetch(self, cursor, pairs: set[tuple[str, str]], holders: dict) -> None:
         """Add who holds `pairs` to `holders` (one index scan per kind)."""
+        self.read_pairs |= pairs
         by_kind: dict[str, list[str]] = {}
         for kind, value in pairs:
             by_kind.setdefault(kind, []).append(value)
@@ -546,13 +553,26 @@ def _audit(state: _State) -> list[tuple[str, Any, Any]]:
     return [(CREATED_CHANGE, None, {k: v for k, v in initial.items() if v is not None})]
 
 
-def _profiles_write(cursor, planner: _Planner, *, at: dt.datetime) -> tuple[int, int]:
-    """Stage every touched profile and write it; returns (created, updated)."""
+@dataclass(frozen=True)
+class _Staged:
+    """What a batch put in this connection's staging tables (see _profiles_stage)."""
+
+    profiles: int = 0
+    identifiers_added: int = 0
+    identifiers_removed: int = 0
+    devices: int = 0
+    changes: int = 0
+
+
+def _profiles_stage(cursor, planner: _Planner) -> _Staged:
+    """COPY the batch's profiles, identifier changes, devices and audit rows into
+    this connection's temporary staging tables. Nothing shared is touched yet, so
+    a pipelined batch does it before waiting for its turn to write."""
     cursor.execute(STAGE_TABLES)
     staged = [state for state in planner.states if state.touched or state.staged]
     touched = [state for state in staged if state.touched]
     if not staged:
-        return 0, 0
+        return _Staged()
     field_columns = list(DEFAULT_FIELDS)
     _copy(
         cursor.cursor,
@@ -566,13 +586,40 @@ def _profiles_write(cursor, planner: _Planner, *, at: dt.datetime) -> tuple[int,
             for state in staged
         ),
     )  # fmt: skip
+    rows = []
+    for state in touched:
+        rows.extend([state.token, kind, value, True]
+                    for kind, value in state.identifiers - state.original_identifiers)  # fmt: skip
+        rows.extend([state.token, kind, value, False]
+                    for kind, value in state.original_identifiers - state.identifiers)  # fmt: skip
+    adding = sum(1 for row in rows if row[3])
+    if rows:
+        _copy(cursor.cursor, "bulk_identifier_stage", ["token", "kind", "value", "adding"], rows)
+    devices = [[state.token, state.object_id] for state in touched
+               if state.is_new and state.object_id]  # fmt: skip
+    devices += [[state.token, object_id] for state in staged for object_id in state.login_devices]
+    if devices:
+        _copy(cursor.cursor, "bulk_device_stage", ["token", "object_id"], devices)
+    # One staging row per profile (its changes as a JSON array); SQL expands them.
+    changes = ([state.token, _json(_audit(state))] for state in touched if state.changes)
+    changed = _copy(cursor.cursor, "bulk_change_stage", ["token", "changes"], changes)
+    return _Staged(profiles=len(staged), identifiers_added=adding,
+                   identifiers_removed=len(rows) - adding, devices=len(devices),
+                   changes=changed)  # fmt: skip
+
+
+def _profiles_apply(cursor, planner: _Planner, staged: _Staged, *, at: dt.datetime):
+    """Write the staged batch into the profile store; returns (created, updated)."""
+    if not staged.profiles:
+        return 0, 0
+    field_columns = list(DEFAULT_FIELDS)
     assignments = ", ".join(f"{name} = s.{name}" for name in field_columns)
     cursor.execute(
         f"UPDATE profiles_profile p SET {assignments}, custom = s.custom, updated_at = %s"
         " FROM bulk_profile_stage s WHERE s.touched AND NOT s.is_new AND p.id = s.profile_id",
         [at],
     )
-    updated = sum(1 for state in touched if not state.is_new)
+    updated = cursor.rowcount
     columns = ", ".join(field_columns)
     cursor.execute(
         "WITH created AS ("
@@ -587,21 +634,13 @@ def _profiles_write(cursor, planner: _Planner, *, at: dt.datetime) -> tuple[int,
     created = cursor.rowcount
     # Identifiers: drop the replaced ones, then add; a conflict means another
     # transaction took one after we looked.
-    rows = []
-    for state in touched:
-        rows.extend([state.token, kind, value, True]
-                    for kind, value in state.identifiers - state.original_identifiers)  # fmt: skip
-        rows.extend([state.token, kind, value, False]
-                    for kind, value in state.original_identifiers - state.identifiers)  # fmt: skip
-    adding = sum(1 for row in rows if row[3])
-    if rows:
-        _copy(cursor.cursor, "bulk_identifier_stage", ["token", "kind", "value", "adding"], rows)
+    if staged.identifiers_removed:
         cursor.execute(
             "DELETE FROM profiles_identifier i USING bulk_identifier_stage x, bulk_profile_stage s"
             " WHERE NOT x.adding AND s.token = x.token AND i.profile_id = s.profile_id"
             " AND i.kind = x.kind AND i.value = x.value"
         )
-    if adding:
+    if staged.identifiers_added:
         cursor.execute(
             "INSERT INTO profiles_identifier (profile_id, kind, value, created_at)"
             " SELECT s.profile_id, x.kind, x.value, %s FROM bulk_identifier_stage x"
@@ -609,13 +648,9 @@ def _profiles_write(cursor, planner: _Planner, *, at: dt.datetime) -> tuple[int,
             " ON CONFLICT (kind, value) DO NOTHING",
             [at],
         )
-        if cursor.rowcount != adding:
+        if cursor.rowcount != staged.identifiers_added:
             raise BulkConflict
-    devices = [[state.token, state.object_id] for state in touched
-               if state.is_new and state.object_id]  # fmt: skip
-    devices += [[state.token, object_id] for state in staged for object_id in state.login_devices]
-    if devices:
-        _copy(cursor.cursor, "bulk_device_stage", ["token", "object_id"], devices)
+    if staged.devices:
         cursor.execute(
             "INSERT INTO profiles_device (object_id, profile_id, platform, make, model,"
             " push_token, first_seen) SELECT d.object_id, s.profile_id, '', '', '', '', %s"
@@ -624,12 +659,10 @@ def _profiles_write(cursor, planner: _Planner, *, at: dt.datetime) -> tuple[int,
             " WHERE profiles_device.profile_id IS NULL",
             [at],
         )
-        if cursor.rowcount != len(devices):
+        if cursor.rowcount != staged.devices:
             raise BulkConflict
     _property_types_write(cursor, planner)
-    # One staging row per profile (its changes as a JSON array); SQL expands them.
-    changes = ([state.token, _json(_audit(state))] for state in touched if state.changes)
-    if _copy(cursor.cursor, "bulk_change_stage", ["token", "changes"], changes):
+    if staged.changes:
         actor = planner.actor
         cursor.execute(
             "INSERT INTO profiles_propertychange (profile_id, property, old_value, new_value,"
@@ -677,7 +710,11 @@ def _keys(planner: _Planner, rows: Sequence[BulkProfileRow | BulkEventRow]):
 
 
 def profiles_bulk_upsert(
-    rows: Sequence[BulkProfileRow], *, actor: Actor, at: dt.datetime | None = None
+    rows: Sequence[BulkProfileRow],
+    *,
+    actor: Actor,
+    at: dt.datetime | None = None,
+    before_write: Callable[[], Iterable[tuple[str, str]]] | None = None,
 ) -> BulkResult:
     """Create or update the profiles `rows` name, like `profile_push` row by row.
 
@@ -687,10 +724,20 @@ def profiles_bulk_upsert(
     PropertyChange with `actor` (a created profile: one "Profile created" row with
     its initial properties); new property types are recorded once.
     All-or-nothing for the batch; call inside a transaction.
+
+    With `before_write`, the batch is read and planned without locking anything;
+    `before_write()` is called before the first write and returns the identifiers
+    written since (by the caller's previous batch); the batch is then planned again,
+    locked, if it looked one of them up or a profile it read has changed. A caller
+    uses it to plan one batch while the batch before it is still being written.
     """
     at = at or timezone.now()
+    attempts = 0
 
     def attempt() -> BulkResult:
+        nonlocal attempts
+        attempts += 1
+        unlocked = before_write is not None and attempts == 1
         planner = _Planner(actor)
         devices: dict[int, str] = {}  # ref -> the device of a login row
         valid = []
@@ -704,7 +751,7 @@ def profiles_bulk_upsert(
             valid.append(row)
         keyed = _keys(planner, valid)
         extra = [pair for row, _ in keyed for pair in profile_data_identifiers(row.profile_data)]
-        planner.load([key for _, key in keyed], extra, list(devices.values()))
+        planner.load([key for _, key in keyed], extra, list(devices.values()), lock=not unlocked)
         deferred: list[int] = []
         held_back: set[tuple[str, str]] = set()  # the people of deferred rows
         for row, key in keyed:
@@ -729,23 +776,54 @@ def profiles_bulk_upsert(
             if object_id is not None:
                 planner.login_map(state, object_id)
         with connection.cursor() as cursor:
-            created, updated = _profiles_write(cursor, planner, at=at)
+            staged = _profiles_stage(cursor, planner)
+            _before_write(cursor, planner, before_write, unlocked)
+            created, updated = _profiles_apply(cursor, planner, staged, at=at)
         return BulkResult(profiles_created=created, profiles_updated=updated,
-                          rejected=planner.rejected, deferred=deferred)  # fmt: skip
+                          rejected=planner.rejected, deferred=deferred,
+                          identifiers_written=_identifiers_written(planner))  # fmt: skip
 
     return _with_retries(attempt)
 
 
-def _profiles_lock(cursor, planner: _Planner) -> None:
-    """Lock the loaded profiles (in id order: no deadlock); a deleted one is a conflict."""
-    loaded = sorted(state.profile_id for state in planner.states if not state.is_new)
-    if loaded:
-        cursor.execute(
-            "SELECT id FROM profiles_profile WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
-            [loaded],
-        )
-        if len(cursor.fetchall()) != len(loaded):
+def _identifiers_written(planner: _Planner) -> set[tuple[str, str]]:
+    written: set[tuple[str, str]] = set()
+    for state in planner.states:
+        if state.touched:
+            written |= state.identifiers ^ state.original_identifiers
+    return written
+
+
+def _before_write(cursor, planner: _Planner, before_write, unlocked: bool) -> None:
+    """Hand over to the caller; then, for a batch planned without locks, refuse the
+    plan (BulkConflict: plan again, locked) when the batch before it wrote an
+    identifier this one looked up, or changed a profile it read."""
+    if before_write is None:
+        return
+    written = before_write()
+    if unlocked:
+        if planner.read_pairs & set(written):
             raise BulkConflict
+        _profiles_lock(cursor, planner)
+
+
+def _profiles_lock(cursor, planner: _Planner) -> None:
+    """Lock the loaded profiles (in id order: no deadlock). One deleted, or changed
+    since the batch read it without a lock (its xmin moved), is a conflict."""
+    loaded = {state.profile_id: state.version for state in planner.states if not state.is_new}
+    if not loaded:
+        return
+    cursor.execute(
+        "SELECT id, xmin::text FROM profiles_profile WHERE id = ANY(%s)"
+        " ORDER BY id FOR NO KEY UPDATE",
+        [sorted(loaded)],
+    )
+    current = dict(cursor.fetchall())
+    if len(current) != len(loaded) or any(
+        version is not None and current[profile_id] != version
+        for profile_id, version in loaded.items()
+    ):
+        raise BulkConflict
 
 
 def _event_culprit(name: str, properties: dict[str, Any]) -> str:
@@ -763,6 +841,7 @@ def events_bulk_insert(
     name: str | None = None,
     actor: Actor,
     at: dt.datetime | None = None,
+    before_write: Callable[[], Iterable[tuple[str, str]]] | None = None,
 ) -> BulkResult:
     """Store one event per row for the person it names, like `event_push` row by row.
     The event is called `row.name`, or `name` for rows without one.
@@ -772,6 +851,7 @@ def events_bulk_insert(
     creates its profile; every stored event adds to its profile's event count
     and widens first/last seen; the event->profile mapping rules apply (a
     refused mapped value refuses the row). All-or-nothing for the batch.
+    `before_write` as for profiles_bulk_upsert.
     """
     at = at or timezone.now()
     names = sorted({row.name or name for row in rows} or {name})
@@ -781,7 +861,12 @@ def events_bulk_insert(
     for rule in EventPropertyMapping.objects.filter(event_name__in=names, enabled=True):
         rules.setdefault(rule.event_name, []).append(rule)
 
+    attempts = 0
+
     def attempt() -> BulkResult:
+        nonlocal attempts
+        attempts += 1
+        unlocked = before_write is not None and attempts == 1
         planner = _Planner(actor)
         valid = []
         for row in rows:
@@ -801,7 +886,7 @@ def events_bulk_insert(
         # Without mapping rules no profile property changes: ids are enough, and the
         # profiles are locked only for the last statement (it adds to their counts).
         full = any(rules.values())
-        planner.load([key for _, _, key in keyed], [], full=full, lock=full)
+        planner.load([key for _, _, key in keyed], [], full=full, lock=full and not unlocked)
         events = []
         for row, stored, key in keyed:
             state = planner.state_for(key)
@@ -819,21 +904,23 @@ def events_bulk_insert(
                 apply()
             events.append((state, row, stored, key))
         with connection.cursor() as cursor:
+            staged = _profiles_stage(cursor, planner)
+            _copy(
+                cursor.cursor,
+                "bulk_event_stage",
+                ["token", "ts", "properties", "client_event_id", "object_id", "name"],
+                (
+                    [state.token, row.ts, _json(stored), row.client_event_id,
+                     key[1] if key[0] == "objectId" else None, row.name or name]
+                    for state, row, stored, key in events
+                ),
+            )  # fmt: skip
+            _before_write(cursor, planner, before_write, unlocked)
             for each in sorted({row.name or name for _, row, _, _ in events}):
                 event_name_register(each)
-            created, updated = _profiles_write(cursor, planner, at=at)
+            created, updated = _profiles_apply(cursor, planner, staged, at=at)
             stored_count = 0
             if events:
-                _copy(
-                    cursor.cursor,
-                    "bulk_event_stage",
-                    ["token", "ts", "properties", "client_event_id", "object_id", "name"],
-                    (
-                        [state.token, row.ts, _json(stored), row.client_event_id,
-                         key[1] if key[0] == "objectId" else None, row.name or name]
-                        for state, row, stored, key in events
-                    ),
-                )  # fmt: skip
                 if not full:
                     _profiles_lock(cursor, planner)
                 cursor.execute(
@@ -860,6 +947,7 @@ def events_bulk_insert(
                 )
                 stored_count = sum(n for (n,) in cursor.fetchall())
         return BulkResult(profiles_created=created, profiles_updated=updated,
-                          events_stored=stored_count, rejected=planner.rejected)  # fmt: skip
+                          events_stored=stored_count, rejected=planner.rejected,
+                          identifiers_written=_identifiers_written(planner))  # fmt: skip
 
     return _with_retries(attempt)
