@@ -12,7 +12,9 @@ Each chunk (IMPORT_CHUNK_ROWS rows) is validated with the API's rules and
 written set-based by profiles.bulk in ONE transaction together with the
 run's counters and checkpoint (`last_committed_row`). A worker killed
 mid-file therefore leaves a consistent run: the next claim resumes after the
-checkpoint and nothing is written twice.
+checkpoint and nothing is written twice. Two chunks are in flight at once, on
+two connections: one is read and planned while the one before it writes; they
+still write and commit in file order (see `_chunk_commit`).
 
 File rules (shown on the upload page):
 - empty cells are skipped (they never erase a value);
@@ -94,7 +96,7 @@ PIPELINE_DEPTH = 2
 
 
 def chunk_rows() -> int:
-    return int(getattr(settings, "IMPORT_CHUNK_ROWS", 10_000))
+    return int(getattr(settings, "IMPORT_CHUNK_ROWS", 5_000))
 
 
 def stale_after() -> dt.timedelta:
