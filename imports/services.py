@@ -27,6 +27,7 @@ File rules (shown on the upload page):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -586,11 +587,18 @@ def _chunk_commit(
         turn.done.set()
 
 
-def _chunk_commit_on_own_connection(*args) -> None:
-    try:
-        _chunk_commit(*args)
-    finally:
-        connection.close()  # the pool thread's own connection
+def _pool_connections_close(pool: ThreadPoolExecutor, threads: int) -> None:
+    """Close the connection each pool thread opened (they are kept from chunk to
+    chunk, with their staging tables). The barrier makes every thread run one."""
+    barrier = threading.Barrier(threads)
+
+    def close() -> None:
+        with contextlib.suppress(threading.BrokenBarrierError):  # a thread still busy
+            barrier.wait(timeout=60)
+        connection.close()
+
+    for closing in [pool.submit(close) for _ in range(threads)]:
+        closing.result()
 
 
 def _import_chunks(run: ImportRun, claim: uuid.UUID) -> None:
@@ -628,8 +636,7 @@ def _import_chunks(run: ImportRun, claim: uuid.UUID) -> None:
                         in_flight.popleft().result()  # the oldest chunk's error, if any
                     turn = _Turn()
                     in_flight.append(pool.submit(
-                        _chunk_commit_on_own_connection,
-                        run, claim, reader, actor, chunk, previous, turn, abort,
+                        _chunk_commit, run, claim, reader, actor, chunk, previous, turn, abort
                     ))  # fmt: skip
                     previous = turn
                 while in_flight:
@@ -637,6 +644,8 @@ def _import_chunks(run: ImportRun, claim: uuid.UUID) -> None:
             except BaseException:
                 abort.set()  # the chunks still in flight write nothing
                 raise
+            finally:
+                _pool_connections_close(pool, PIPELINE_DEPTH)
 
 
 def import_run_execute(*, import_run_id: int) -> ImportRun:

@@ -128,3 +128,24 @@ def test_events_in_consecutive_chunks_create_one_profile_per_person(
     assert (run.status, run.events_stored, run.rows_rejected) == ("done", 9, 0)
     assert len(chunk_threads) == PIPELINE_DEPTH
     assert sorted(Profile.objects.values_list("event_count", flat=True)) == [3, 3, 3]
+
+
+def _other_connections() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
+def test_the_import_closes_the_connections_it_opened(write_csv, chunk_threads):
+    run = import_file(write_csv("identity,Name\n" + "".join(f"u{n},N\n" for n in range(7))))
+    assert (run.status, run.profiles_created) == ("done", 7)
+    assert len(chunk_threads) == PIPELINE_DEPTH
+    deadline = time.monotonic() + 10  # a closed connection's server process exits soon after
+    while (others := _other_connections()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert others == 0
