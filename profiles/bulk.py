@@ -23,6 +23,11 @@ The rules are those of profiles.services, applied to thousands of rows at once:
   type first shows up as a conflict on insert; the batch is then rolled back
   to its savepoint and planned again against the committed state (like the
   services' identity retries). A batch is all-or-nothing.
+- Pipelining (`before_write`, used by CSV imports): a batch may be read and
+  planned without locks while the caller's previous batch is still writing;
+  before its first write it locks its profiles and checks their xmin, and is
+  planned again (locked) if one changed or the previous batch wrote an
+  identifier it looked up.
 
 Call these inside a transaction (the caller commits with its own progress
 bookkeeping). They return what was done and the refused rows.
@@ -794,7 +799,12 @@ def _identifiers_written(planner: _Planner) -> set[tuple[str, str]]:
     return written
 
 
-def _before_write(cursor, planner: _Planner, before_write, unlocked: bool) -> None:
+def _before_write(
+    cursor,
+    planner: _Planner,
+    before_write: Callable[[], Iterable[tuple[str, str]]] | None,
+    unlocked: bool,
+) -> None:
     """Hand over to the caller; then, for a batch planned without locks, refuse the
     plan (BulkConflict: plan again, locked) when the batch before it wrote an
     identifier this one looked up, or changed a profile it read."""
@@ -921,7 +931,7 @@ def events_bulk_insert(
             created, updated = _profiles_apply(cursor, planner, staged, at=at)
             stored_count = 0
             if events:
-                if not full:
+                if not full and not unlocked:  # (unlocked: locked in _before_write)
                     _profiles_lock(cursor, planner)
                 cursor.execute(
                     "WITH stored AS ("
