@@ -16,7 +16,7 @@ from typing import Any
 
 import phonenumbers
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
+from django.core.validators import EmailValidator
 
 MAX_KEY_BYTES = 120
 MAX_VALUE_BYTES = 512
@@ -79,6 +79,23 @@ def profile_error(code: int, detail: str) -> RecordError:
 
 
 # --- identifiers -----------------------------------------------------------
+
+
+class _EmailValidator(EmailValidator):
+    """Django's email rules, with its lazily compiled patterns compiled once here:
+    each use of a lazy pattern goes through a proxy object, which showed up as a
+    few per cent of a bulk import's CPU time."""
+
+    user_regex = re.compile(EmailValidator.user_regex.pattern, EmailValidator.user_regex.flags)
+    domain_regex = re.compile(
+        EmailValidator.domain_regex.pattern, EmailValidator.domain_regex.flags
+    )
+    literal_regex = re.compile(
+        EmailValidator.literal_regex.pattern, EmailValidator.literal_regex.flags
+    )
+
+
+validate_email = _EmailValidator()
 
 
 def normalize_email(raw: object) -> str:
