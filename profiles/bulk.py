@@ -179,12 +179,13 @@ def _retryable(error: OperationalError) -> bool:
     return getattr(error.__cause__, "sqlstate", None) in RETRYABLE_SQLSTATES
 
 
-def _with_retries(step: Callable[[], T]) -> T:
-    """Run `step` in a savepoint; again from the top after a conflict or a deadlock."""
+def _with_retries(step: Callable[[bool], T]) -> T:
+    """Run `step(first_attempt)` in a savepoint; again from the top after a conflict
+    or a deadlock."""
     for attempt in range(MAX_BATCH_ATTEMPTS):
         try:
             with transaction.atomic():
-                return step()
+                return step(attempt == 0)
         except BulkConflict:
             continue
         except OperationalError as error:
@@ -613,7 +614,9 @@ def _profiles_stage(cursor, planner: _Planner) -> _Staged:
                    changes=changed)  # fmt: skip
 
 
-def _profiles_apply(cursor, planner: _Planner, staged: _Staged, *, at: dt.datetime):
+def _profiles_apply(
+    cursor, planner: _Planner, staged: _Staged, *, at: dt.datetime
+) -> tuple[int, int]:
     """Write the staged batch into the profile store; returns (created, updated)."""
     if not staged.profiles:
         return 0, 0
@@ -737,12 +740,9 @@ def profiles_bulk_upsert(
     uses it to plan one batch while the batch before it is still being written.
     """
     at = at or timezone.now()
-    attempts = 0
 
-    def attempt() -> BulkResult:
-        nonlocal attempts
-        attempts += 1
-        unlocked = before_write is not None and attempts == 1
+    def attempt(first: bool) -> BulkResult:
+        unlocked = before_write is not None and first  # a re-plan reads locked
         planner = _Planner(actor)
         devices: dict[int, str] = {}  # ref -> the device of a login row
         valid = []
@@ -871,12 +871,8 @@ def events_bulk_insert(
     for rule in EventPropertyMapping.objects.filter(event_name__in=names, enabled=True):
         rules.setdefault(rule.event_name, []).append(rule)
 
-    attempts = 0
-
-    def attempt() -> BulkResult:
-        nonlocal attempts
-        attempts += 1
-        unlocked = before_write is not None and attempts == 1
+    def attempt(first: bool) -> BulkResult:
+        unlocked = before_write is not None and first  # a re-plan reads locked
         planner = _Planner(actor)
         valid = []
         for row in rows:
