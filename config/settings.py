@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "profiles",
     "segments",
     "imports",
+    "api",
 ]
 
 MIDDLEWARE = [

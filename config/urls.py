@@ -12,9 +12,9 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("people/", include("profiles.urls")),
-    path("settings/", include("profiles.settings_urls")),
+    path("settings/", include("api.settings_urls")),
     path("segments/", include("segments.urls")),
     path("imports/", include("imports.urls")),
-    path("", include("profiles.api_urls")),
+    path("", include("api.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -11,7 +11,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from imports.models import ImportStatus
 from imports.services import import_run_execute, import_run_fail, stale_after
-from imports.sftp_tasks import *  # noqa: F403 — autodiscovery loads tasks.py only
+from imports.sftp.tasks import *  # noqa: F403 — autodiscovery loads tasks.py only
 from profiles.bulk import BulkConflict
 
 logger = logging.getLogger(__name__)

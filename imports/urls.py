@@ -8,5 +8,5 @@ urlpatterns = [
     path("<int:pk>/", views.detail, name="detail"),
     path("<int:pk>/mapping/", views.mapping, name="mapping"),
     path("<int:pk>/rejected.csv", views.rejected_csv, name="rejected"),
-    path("sftp/", include("imports.sftp_urls")),
+    path("sftp/", include("imports.sftp.urls")),
 ]

@@ -265,7 +265,7 @@ def sftp_server(tmp_path, sftp_client_key) -> Iterator[SftpTestServer]:
 def make_sftp_source():
     """Build a saved source for a server (password auth, key pinned, /incoming)."""
     from imports.models import SftpSource
-    from imports.sftp_services import sftp_source_save
+    from imports.sftp.services import sftp_source_save
 
     def make(server: SftpTestServer, *, password: str = PASSWORD, private_key: str = "", **fields):
         values = {

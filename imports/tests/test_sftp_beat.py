@@ -11,7 +11,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import DatabaseScheduler
 
-import imports.sftp_tasks  # noqa: F401 — registers the task with the worker's app
+import imports.sftp.tasks  # noqa: F401 — registers the task with the worker's app
 from config.celery import app
 from imports.models import ImportRun, ImportStatus, SftpRun, SftpRunTrigger
 

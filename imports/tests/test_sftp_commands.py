@@ -4,7 +4,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from imports.models import ImportRun, SftpSource
-from imports.sftp_services import secret_decrypt
+from imports.sftp.services import secret_decrypt
 from imports.tests.sftp_server import PASSWORD, USERNAME, private_key_text
 
 pytestmark = pytest.mark.django_db

@@ -6,7 +6,7 @@ from django.urls import reverse
 from django_celery_beat.models import PeriodicTask
 
 from imports.models import SftpFile, SftpRun, SftpSource
-from imports.sftp_services import secret_decrypt
+from imports.sftp.services import secret_decrypt
 from imports.tests.sftp_server import PASSWORD, private_key_text
 
 # Groups first: a transactional test elsewhere may have flushed them.

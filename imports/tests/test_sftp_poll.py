@@ -1,5 +1,5 @@
 """Polling a real SFTP server: stability, the ledger, moving files, result
-files, failures, host-key pinning and concurrency (imports.sftp_services)."""
+files, failures, host-key pinning and concurrency (imports.sftp.services)."""
 
 import threading
 
@@ -16,7 +16,7 @@ from imports.models import (
     SftpRunStatus,
     SftpSource,
 )
-from imports.sftp_services import (
+from imports.sftp.services import (
     SftpSourceBusy,
     secret_decrypt,
     sftp_source_poll,
@@ -359,7 +359,7 @@ def test_schedule_follows_the_source(sftp_server, make_sftp_source):
     source = make_sftp_source(sftp_server, every_minutes=10)
     task = PeriodicTask.objects.get(pk=source.periodic_task_id)
     assert (task.task, task.args, task.interval.every, task.enabled) == (
-        "imports.sftp_tasks.sftp_poll_source_task",
+        "imports.sftp.tasks.sftp_poll_source_task",
         f"[{source.pk}]",
         10,
         True,
@@ -376,7 +376,7 @@ def test_schedule_follows_the_source(sftp_server, make_sftp_source):
 def test_task_retries_transient_failures_with_backoff_but_not_bad_credentials(
     sftp_server, make_sftp_source
 ):
-    from imports.sftp_tasks import MAX_RETRIES, sftp_poll_source_task
+    from imports.sftp.tasks import MAX_RETRIES, sftp_poll_source_task
 
     refused = make_sftp_source(sftp_server, name="refused", port=closed_port())
     sftp_poll_source_task.apply(args=[refused.pk])  # eager: retries run at once
@@ -388,7 +388,7 @@ def test_task_retries_transient_failures_with_backoff_but_not_bad_credentials(
 
 @pytest.mark.django_db
 def test_task_skips_disabled_and_deleted_sources(sftp_server, make_sftp_source):
-    from imports.sftp_tasks import sftp_poll_source_task
+    from imports.sftp.tasks import sftp_poll_source_task
 
     source = make_sftp_source(sftp_server, enabled=False)
     assert sftp_poll_source_task.apply(args=[source.pk]).get() == "source disabled"

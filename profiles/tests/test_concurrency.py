@@ -144,7 +144,7 @@ def test_concurrent_logins_of_two_people_swapping_devices_do_not_deadlock():
 
 
 def test_concurrent_upload_batches_on_the_same_people_lose_no_count_nor_increment():
-    from profiles.api import upload_records
+    from api.views import upload_records
 
     people = [f"known-{n}" for n in range(5)]
     for identity in people:

@@ -8,7 +8,7 @@ import pytest
 
 from profiles.models import Device, Event, Identifier, Profile, PropertyChange
 from profiles.services import LOGIN_CURRENT, LOGIN_HOLDER, LOGIN_NEW, login_decision
-from profiles.tests.test_api_support import ApiClient
+from api.tests.test_api_support import ApiClient
 
 pytestmark = pytest.mark.django_db
 
@@ -160,7 +160,7 @@ def test_login_decision(current, holder, named, expected):
 def test_concurrent_batches_logging_the_same_new_people_in_make_one_profile_each():
     """Eight uploads at once, each logging the same 50 new people in on its own new
     devices: one profile per person, holding every device."""
-    from profiles.api import upload_records
+    from api.views import upload_records
     from profiles.services import Actor
     from profiles.tests.test_concurrency import in_parallel
 

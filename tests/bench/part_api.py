@@ -191,7 +191,7 @@ def _lookups(port: int, headers: dict, identities: list[str], count: int) -> lis
 
 
 def run(ctx: BenchContext) -> list[Figure]:
-    from profiles.credentials import api_credential_create
+    from api.credentials import api_credential_create
 
     credential, passcode = api_credential_create(name="bench")
     headers = {"X-CleverTap-Account-Id": credential.account_id, "X-CleverTap-Passcode": passcode}

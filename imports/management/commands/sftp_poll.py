@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from imports.models import SftpRunStatus, SftpRunTrigger, SftpSource
-from imports.sftp_services import SftpSourceBusy, sftp_source_poll
+from imports.sftp.services import SftpSourceBusy, sftp_source_poll
 
 
 class Command(BaseCommand):

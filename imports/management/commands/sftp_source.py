@@ -8,8 +8,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from imports.models import SftpSchedule, SftpSource, SftpSourceKind
-from imports.sftp_selectors import sftp_source_list
-from imports.sftp_services import (
+from imports.sftp.selectors import sftp_source_list
+from imports.sftp.services import (
     sftp_source_probe_fingerprint,
     sftp_source_save,
     sftp_source_trust_host_key,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from profiles.credentials import api_credential_create, api_credential_revoke
+from api.credentials import api_credential_create, api_credential_revoke
 from profiles.models import ApiCredential
 
 

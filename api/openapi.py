@@ -1,6 +1,6 @@
 """The REST API's OpenAPI 3 schema, written by hand, and the docs page built from it.
 
-Keep it in step with profiles/api.py: the API tests check that every route is
+Keep it in step with api/views.py: the API tests check that every route is
 described here and that the documented limits match the code.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from profiles.api import (
+from api.views import (
     CURSOR_TTL,
     DEFAULT_BATCH_SIZE,
     MAX_BATCH_SIZE,

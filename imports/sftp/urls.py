@@ -1,6 +1,6 @@
 from django.urls import path
 
-from imports import sftp_views
+from imports.sftp import views as sftp_views
 
 app_name = "sftp"
 urlpatterns = [

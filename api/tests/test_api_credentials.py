@@ -10,7 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
 
-from profiles.credentials import (
+from api.credentials import (
     api_credential_authenticate,
     api_credential_create,
     api_usage_record,

@@ -7,13 +7,13 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from config.access import permission_required
-from profiles.credentials import (
+from api.credentials import (
     api_credential_create,
     api_credential_list,
     api_credential_revoke,
     api_usage_rows,
 )
+from config.access import permission_required
 from profiles.forms import ApiCredentialForm
 from profiles.models import ApiCredential
 
@@ -25,7 +25,7 @@ USAGE_DAYS = 14
 def api_credentials(request: HttpRequest) -> HttpResponse:
     return render(
         request,
-        "profiles/settings/api_credentials.html",
+        "api/settings/api_credentials.html",
         {
             "nav": "settings",
             "credentials": api_credential_list(),
@@ -48,13 +48,13 @@ def api_credential_new(request: HttpRequest) -> HttpResponse:
         # Rendered, not redirected: the passcode exists only in this response.
         response = render(
             request,
-            "profiles/settings/api_credential_created.html",
+            "api/settings/api_credential_created.html",
             {"nav": "settings", "credential": credential, "passcode": passcode},
         )
         response["Cache-Control"] = "no-store"
         return response
     return render(
-        request, "profiles/settings/api_credential_new.html", {"nav": "settings", "form": form}
+        request, "api/settings/api_credential_new.html", {"nav": "settings", "form": form}
     )
 
 
@@ -68,6 +68,6 @@ def api_credential_revoke_view(request: HttpRequest, account_id: str) -> HttpRes
         return redirect("settings:api_credentials")
     return render(
         request,
-        "profiles/settings/api_credential_revoke.html",
+        "api/settings/api_credential_revoke.html",
         {"nav": "settings", "credential": credential},
     )

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from profiles import settings_views
+from api import settings_views
 
 app_name = "settings"
 urlpatterns = [

@@ -7,10 +7,10 @@ import json
 
 import pytest
 from django.utils import timezone
+from api.tests.test_api_support import ApiClient
 
 from profiles.models import ApiQueryCursor, Device, Event, Profile
 from profiles.tests.factories import DeviceFactory, EventFactory, identified_profile
-from profiles.tests.test_api_support import ApiClient
 
 pytestmark = pytest.mark.django_db
 URL_SAFE = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.test import Client
 
-from profiles.credentials import api_credential_create
+from api.credentials import api_credential_create
 
 
 class ApiClient:

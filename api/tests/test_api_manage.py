@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from api.tests.test_api_support import ApiClient
 
-from profiles.api_urls import urlpatterns
+from api.urls import urlpatterns
 from profiles.models import ApiUsageDay, Device, Event, Identifier, Profile, PropertyChange
 from profiles.tests.factories import DeviceFactory, EventFactory, identified_profile
-from profiles.tests.test_api_support import ApiClient
 
 pytestmark = pytest.mark.django_db
 

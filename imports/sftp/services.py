@@ -72,7 +72,7 @@ from imports.sources.sftp import (
 
 logger = logging.getLogger(__name__)
 
-POLL_TASK_NAME = "imports.sftp_tasks.sftp_poll_source_task"
+POLL_TASK_NAME = "imports.sftp.tasks.sftp_poll_source_task"
 # A poll holding the "running" slot longer than this died with its worker
 # (the task's hard time limit is shorter), so the slot is released.
 STALE_RUN_AFTER = dt.timedelta(minutes=70)
@@ -189,7 +189,7 @@ def _schedule_sync(source: SftpSource) -> None:
         "enabled": source.enabled,
         # A poll still queued when the next one is due is pointless.
         "expire_seconds": expires,
-        "description": "Created by imports.sftp_services; edit the source, not this task.",
+        "description": "Created by imports.sftp.services; edit the source, not this task.",
     }
     task = source.periodic_task
     if task is None:
@@ -290,7 +290,7 @@ def sftp_source_probe_fingerprint(*, source: SftpSource, timeout: float | None =
 
 def sftp_source_poll_enqueue(*, source: SftpSource, trigger: str = SftpRunTrigger.MANUAL) -> None:
     """Queue a poll on the worker once the current transaction commits."""
-    from imports.sftp_tasks import sftp_poll_source_task
+    from imports.sftp.tasks import sftp_poll_source_task
 
     sftp_poll_source_task.delay_on_commit(source.pk, trigger)
 

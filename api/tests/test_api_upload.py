@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from api.tests.test_api_support import ApiClient
 
-from profiles.credentials import api_request_slot
+from api.credentials import api_request_slot
 from profiles.models import Device, Event, Identifier, Profile, PropertyChange
-from profiles.tests.test_api_support import ApiClient
 
 pytestmark = pytest.mark.django_db
 DEVICE_A = "__" + "a" * 32
@@ -269,7 +269,7 @@ def test_missing_or_unknown_credentials_get_401(client, headers):
 
 
 def test_wrong_passcode_and_revoked_credentials_get_401(api, client):
-    from profiles.credentials import api_credential_revoke
+    from api.credentials import api_credential_revoke
 
     wrong = client.post(
         "/1/upload",

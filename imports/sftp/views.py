@@ -10,14 +10,14 @@ from django.views.decorators.http import require_http_methods
 
 from config.access import permission_required
 from imports.models import SftpRunStatus, SftpSource
-from imports.sftp_forms import SftpSourceForm
-from imports.sftp_selectors import (
+from imports.sftp.forms import SftpSourceForm
+from imports.sftp.selectors import (
     sftp_files_for_source,
     sftp_runs_for_source,
     sftp_source_get,
     sftp_source_list,
 )
-from imports.sftp_services import (
+from imports.sftp.services import (
     sftp_source_delete,
     sftp_source_poll_enqueue,
     sftp_source_save,

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from profiles import api
+from api import views as api
 
 app_name = "api"
 urlpatterns = [

@@ -7,7 +7,7 @@ import logging
 from celery import shared_task
 
 from imports.models import SftpRunStatus, SftpRunTrigger, SftpSource
-from imports.sftp_services import SftpSourceBusy, sftp_source_poll
+from imports.sftp.services import SftpSourceBusy, sftp_source_poll
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ RETRY_BASE_SECONDS = 30
 
 @shared_task(
     bind=True,
-    name="imports.sftp_tasks.sftp_poll_source_task",
+    name="imports.sftp.tasks.sftp_poll_source_task",
     acks_late=True,
     soft_time_limit=55 * 60,
     time_limit=60 * 60,

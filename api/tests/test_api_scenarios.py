@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from api.tests.test_api_support import ApiClient
 
 from profiles.models import Profile
-from profiles.tests.test_api_support import ApiClient
 
 pytestmark = pytest.mark.django_db
 DESKTOP_A = "__" + "a" * 32

@@ -1,0 +1,367 @@
+"""The one way records enter the profile store.
+
+`ingest_records` takes records in CleverTap's upload shape (`type` profile or
+event, named by `identity`, `FBID`, `GPID` or `objectId`) and stores them set-based
+through profiles.bulk, falling back to the per-record services for the shapes the
+set-based path does not take yet. It returns each refused record's reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from profiles.bulk import (
+    BulkEventRow,
+    BulkProfileRow,
+    events_bulk_insert,
+    profile_data_identifiers,
+    profiles_bulk_upsert,
+)
+from profiles.models import Device, Identifier
+from profiles.properties import (
+    IDENTIFIER_KEYS,
+    ErrorCode,
+    RecordError,
+    normalize_identifier,
+)
+from profiles.services import (
+    Actor,
+    event_push,
+    event_validate,
+    profile_login,
+    profile_push,
+    service_batch,
+)
+
+logger = logging.getLogger(__name__)
+
+# Plausible epoch seconds: 1970-01-01 .. 2286-11-20. Milliseconds (13 digits) are refused.
+MAX_EPOCH_SECONDS = 9_999_999_999
+TOP_LEVEL_IDENTIFIERS = {"identity": "identity", "fbid": "fbid", "gpid": "gpid"}
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What happened to a batch: `refusals` maps a record's 1-based number to its reason."""
+
+    total: int
+    refusals: dict[int, RecordError] = field(default_factory=dict)
+
+    @property
+    def processed(self) -> int:
+        return self.total - len(self.refusals)
+
+
+NUL_MESSAGE = "Values must not contain the NUL character (\\u0000)."
+
+
+def contains_nul(value: Any) -> bool:
+    """Whether a decoded JSON value holds a NUL in any key or string."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(contains_nul(key) or contains_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(contains_nul(item) for item in value)
+    return False
+
+
+def _record_ts(record: dict[str, Any]) -> dt.datetime | None:
+    raw = record.get("ts")
+    if raw is None:
+        return None
+    if isinstance(raw, str) and raw.strip().isdigit():
+        raw = int(raw.strip())
+    if isinstance(raw, float) and raw.is_integer():
+        raw = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= MAX_EPOCH_SECONDS:
+        raise RecordError(
+            ErrorCode.TIMESTAMP, "Timestamp should be present in the Unix Epoch format."
+        )
+    return dt.datetime.fromtimestamp(raw, tz=dt.UTC)
+
+
+def _record_identifiers(record: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """(objectId, {"identity": …, "fbid": …, "gpid": …}) as the record names them."""
+    device_id = None
+    identifiers: dict[str, Any] = {}
+    for key, value in record.items():
+        lowered = key.lower() if isinstance(key, str) else ""
+        if lowered == "objectid" and value not in (None, ""):
+            device_id = value
+        elif lowered in TOP_LEVEL_IDENTIFIERS and value not in (None, ""):
+            identifiers[TOP_LEVEL_IDENTIFIERS[lowered]] = value
+    return device_id, identifiers
+
+
+def _client_event_id(record: dict[str, Any]) -> str | None:
+    raw = record.get("evtId")
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, str | int) or not str(raw).strip():
+        raise RecordError(ErrorCode.EVENT_STRUCTURE, "evtId must be a non-empty string.")
+    value = str(raw).strip()
+    if len(value) > 128:
+        raise RecordError(ErrorCode.EVENT_STRUCTURE, "evtId is longer than 128 characters.")
+    return value
+
+
+def _has_profile_identifier(profile_data: dict[str, Any]) -> bool:
+
+    return any(
+        isinstance(key, str) and key.lower() in IDENTIFIER_KEYS and not isinstance(value, dict)
+        for key, value in profile_data.items()
+    )
+
+
+def upload_record(record: object, *, actor: Actor) -> None:
+    """Store one upload record through the services; RecordError when refused."""
+    if not isinstance(record, dict):
+        raise RecordError(ErrorCode.NOT_EVENT_OR_PROFILE, "Record must be a JSON object.")
+    kind = record.get("type")
+    if kind not in ("profile", "event"):
+        raise RecordError(
+            ErrorCode.NOT_EVENT_OR_PROFILE, "Record type needs to be either event or profile."
+        )
+    device_id, identifiers = _record_identifiers(record)
+    if device_id is None and not identifiers:
+        raise RecordError(
+            ErrorCode.IDENTITY_MISSING,
+            "'identity' or 'fbId' or 'gpId' or 'objectId' is necessary under 120 chars to "
+            "identify the user.",
+        )
+    ts = _record_ts(record)
+    if kind == "event":
+        event_push(
+            device_id=device_id,
+            identifiers=identifiers,
+            name=record.get("evtName"),
+            properties=record.get("evtData"),
+            ts=ts,
+            actor=actor,
+            client_event_id=_client_event_id(record),
+        )
+        return
+    profile_data = record.get("profileData", {})
+    if not isinstance(profile_data, dict):
+        raise RecordError(ErrorCode.MISC, "profileData must be an object.")
+    if device_id is not None and (identifiers or _has_profile_identifier(profile_data)):
+        # An SDK-style login: the onUserLogin rules decide which profile the device maps to.
+        profile_login(
+            device_id=device_id,
+            identifiers=identifiers,
+            profile_data=profile_data,
+            actor=actor,
+            at=ts,
+        )
+    else:
+        profile_push(
+            device_id=device_id,
+            identifiers=identifiers,
+            profile_data=profile_data,
+            actor=actor,
+            at=ts,
+        )
+
+
+# The set-based path. Records naming their person by one key (a top-level
+# identity, or an event's objectId) go through profiles.bulk in one call per
+# kind (per event name for events); everything else (onUserLogin records,
+# FBID/GPID) goes record by record through the services. A person named by
+# records of more than one of those groups is handled record by record, in
+# order, so the order of one person's records is always kept. If a bulk call
+# fails as a whole, its records are retried one by one.
+
+
+@dataclass
+class _Planned:
+    number: int
+    record: Any
+    group: str  # "profiles", "events" or "single"
+    keys: frozenset[tuple[str, str]]
+    row: Any = None  # the BulkProfileRow / BulkEventRow of the set-based path
+    event_name: str = ""
+
+
+def _record_keys(device_id: Any, identifiers: dict[str, Any]) -> frozenset[tuple[str, str]]:
+    keys = {(kind, str(value).strip()) for kind, value in identifiers.items()}
+    if device_id is not None:
+        keys.add(("objectId", str(device_id)))
+    return frozenset(keys)
+
+
+def _plan(number: int, record: object) -> _Planned:
+    """Which path a record takes; RecordError for what is refused before any write."""
+
+    if not isinstance(record, dict):
+        return _Planned(number, record, "single", frozenset())
+    device_id, identifiers = _record_identifiers(record)
+    keys = _record_keys(device_id, identifiers)
+    single = _Planned(number, record, "single", keys)
+    if record.get("type") not in ("profile", "event"):
+        return single
+    if device_id is None and not identifiers:
+        return single  # refused with 523 by upload_record
+    ts = _record_ts(record)
+    if record["type"] == "profile":
+        data = record.get("profileData", {})
+        if set(identifiers) != {"identity"} or not isinstance(data, dict):
+            return single
+        if device_id is not None and _has_profile_identifier(data):
+            return single  # a login naming more identifiers: one by one
+        # With an objectId this is a login: profiles.bulk takes its plain cases (by the
+        # same rule, services.login_decision) and defers the others back to us.
+        row = BulkProfileRow(ref=number, key_kind="identity", key_value=identifiers["identity"],
+                             profile_data=data, device_id=device_id)  # fmt: skip
+        return _Planned(number, record, "profiles", keys, row)
+    name = record.get("evtName")
+    named_by = [("objectId", device_id)] if device_id is not None else list(identifiers.items())
+    if len(named_by) != 1 or named_by[0][0] not in ("identity", "objectId"):
+        return single
+    if not isinstance(name, str) or not isinstance(record.get("evtData", {}), dict):
+        return single
+    row = BulkEventRow(
+        ref=number, key_kind=named_by[0][0], key_value=named_by[0][1],
+        properties=record.get("evtData") or {}, ts=ts or timezone.now(),
+        client_event_id=_client_event_id(record), name=name,
+    )  # fmt: skip
+    return _Planned(number, record, "events", keys, row, event_name=name)
+
+
+def _keep_person_order(planned: list[_Planned]) -> None:
+    """Send every record of a person named by several groups down the single path."""
+    while True:
+        groups: dict[tuple[str, str], set[str]] = {}
+        for item in planned:
+            for key in item.keys:
+                groups.setdefault(key, set()).add(item.group)
+        mixed = {key for key, names in groups.items() if len(names) > 1}
+        demote = [p for p in planned if p.group != "single" and p.keys & mixed]
+        if not demote:
+            return
+        for item in demote:
+            item.group = "single"
+
+
+def _split_known(items: list[_Planned]) -> tuple[list[_Planned], list[_Planned]]:
+    """Profile records about brand-new people, and the others (known people, and
+    records claiming identifiers in their data or sharing a key with such a record).
+
+    The two parts share no identifier or device, so storing them in two transactions
+    keeps every person's order and every identifier claim's order; the first part
+    locks no existing profile, so the second holds its row locks for less time.
+    """
+
+    names: list[set[tuple[str, str]]] = []
+    claims: list[bool] = []
+    for item in items:
+        row = item.row
+        keys = set(profile_data_identifiers(row.profile_data))
+        claims.append(bool(keys))
+        with contextlib.suppress(RecordError):
+            keys.add((row.key_kind, normalize_identifier(row.key_kind, row.key_value)))
+        if row.device_id is not None:
+            keys.add(("objectId", str(row.device_id)))
+        names.append(keys)
+    everything = set().union(*names) if names else set()
+    by_kind: dict[str, list[str]] = {}
+    for kind, value in everything:
+        by_kind.setdefault(kind, []).append(value)
+    known: set[tuple[str, str]] = set()
+    for kind, values in by_kind.items():
+        if kind == "objectId":
+            found = Device.objects.filter(object_id__in=values).values_list("object_id", flat=True)
+        else:
+            found = Identifier.objects.filter(kind=kind, value__in=values).values_list(
+                "value", flat=True
+            )
+        known.update((kind, value) for value in found)
+    locked = [claim or bool(keys & known) for claim, keys in zip(claims, names, strict=True)]
+    while True:  # whoever shares a name with a record of the second part joins it
+        held = set().union(*(keys for keys, lock in zip(names, locked, strict=True) if lock))
+        grown = [lock or bool(keys & held) for keys, lock in zip(names, locked, strict=True)]
+        if grown == locked:
+            break
+        locked = grown
+    fresh = [item for item, lock in zip(items, locked, strict=True) if not lock]
+    rest = [item for item, lock in zip(items, locked, strict=True) if lock]
+    return fresh, rest
+
+
+def _bulk(items: list[_Planned], actor: Actor, errors: dict[int, RecordError]) -> list[_Planned]:
+    """Store `items` set-based; return those to retry one by one (the call failed)."""
+    if not items:
+        return []
+    try:
+        with transaction.atomic():
+            if items[0].group == "profiles":
+                result = profiles_bulk_upsert([item.row for item in items], actor=actor)
+            else:
+                refused: dict[str, RecordError] = {}
+                for name in {item.event_name for item in items}:
+                    try:
+                        event_validate(name, {})
+                    except RecordError as error:
+                        refused[name] = error
+                for item in items:
+                    if item.event_name in refused:
+                        errors[item.number] = refused[item.event_name]
+                items = [item for item in items if item.event_name not in refused]
+                if not items:
+                    return []
+                # One call for every event name: one transaction and one commit.
+                result = events_bulk_insert([item.row for item in items], actor=actor)
+    except Exception:
+        logger.warning("set-based upload failed; storing %d records one by one", len(items),
+                       exc_info=True)  # fmt: skip
+        return items
+    for rejection in result.rejected:
+        errors[rejection.ref] = RecordError(rejection.code, rejection.message)
+    deferred = set(result.deferred)
+    return [item for item in items if item.number in deferred]
+
+
+def ingest_records(records: list[Any], *, actor: Actor, may_hold_nul: bool = True) -> IngestResult:
+    """Store records in CleverTap's upload shape; each refused one is reported, the others kept.
+
+    Every channel hands its records here (REST upload, the web SDK endpoint, imports,
+    dashboard actions). Records about one person are applied in their order.
+    `may_hold_nul=False` (the caller knows no value holds a NUL) skips the per-record scan.
+    """
+    errors: dict[int, RecordError] = {}
+    planned: list[_Planned] = []
+    for number, record in enumerate(records, start=1):
+        if may_hold_nul and contains_nul(record):
+            errors[number] = RecordError(ErrorCode.MISC, f"{NUL_MESSAGE} ")
+            continue
+        try:
+            planned.append(_plan(number, record))
+        except RecordError as error:
+            errors[number] = error
+    _keep_person_order(planned)
+    fresh, rest = _split_known([p for p in planned if p.group == "profiles"])
+    retry = _bulk(fresh, actor, errors)
+    retry += _bulk(rest, actor, errors)
+    retry += _bulk([p for p in planned if p.group == "events"], actor, errors)
+    singles = sorted([p for p in planned if p.group == "single"] + retry, key=lambda p: p.number)
+    with service_batch():  # property types etc. read once for the batch's records
+        for item in singles:
+            # Each record commits on its own (the services are atomic): a bad or
+            # failing record never undoes or blocks the others.
+            try:
+                upload_record(item.record, actor=actor)
+            except RecordError as error:
+                errors[item.number] = error
+            except Exception:
+                logger.exception("upload record %d failed", item.number)
+                errors[item.number] = RecordError(
+                    ErrorCode.MISC, "Internal error storing the record. "
+                )
+    return IngestResult(total=len(records), refusals=dict(sorted(errors.items())))
