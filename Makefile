@@ -4,23 +4,26 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LAUNCH := $(BIN)/python -m config.launcher
+UV_VERSION := 0.13.8
 
-.PHONY: run test lint format bench install browser clean
+.PHONY: run test lint format bench install browser clean lock
 
 run: $(STAMP)
 	$(LAUNCH) run
 
-test: $(STAMP) browser
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+test: $(STAMP) browser lint
 	SECRET_KEY=$${SECRET_KEY:-test-only-secret-key} $(LAUNCH) exec -- $(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	SECRET_KEY=$${SECRET_KEY:-bench-only-secret-key} $(LAUNCH) exec -- $(BIN)/python -m tests.bench $(BENCH_ARGS)
 
+# Lint, format, types, and models that agree with their migrations.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	# mypy loads the settings, which only parse DATABASE_URL: no server is needed.
+	SECRET_KEY=lint-only-secret-key DATABASE_URL=postgres://localhost/typecheck $(BIN)/mypy .
+	SECRET_KEY=$${SECRET_KEY:-lint-only-secret-key} $(LAUNCH) exec -- $(BIN)/python manage.py makemigrations --check --dry-run
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
@@ -28,11 +31,17 @@ format: $(STAMP)
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Every install takes the exact versions and hashes in requirements.lock
+# (regenerate it with `make lock` after changing pyproject.toml).
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet 'uv==$(UV_VERSION)'
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes -r requirements.lock
 	touch $(STAMP)
+
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --quiet -o requirements.lock
 
 # Browser tests drive Debian's Chromium. Install it when missing and we are
 # root; otherwise the browser tests say so loudly and skip.
