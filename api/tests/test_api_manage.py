@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from api.tests.test_api_support import ApiClient
 
+from api.tests.test_api_support import ApiClient
 from api.urls import urlpatterns
 from profiles.models import ApiUsageDay, Device, Event, Identifier, Profile, PropertyChange
 from profiles.tests.factories import DeviceFactory, EventFactory, identified_profile

@@ -7,8 +7,8 @@ import json
 
 import pytest
 from django.utils import timezone
-from api.tests.test_api_support import ApiClient
 
+from api.tests.test_api_support import ApiClient
 from profiles.models import ApiQueryCursor, Device, Event, Profile
 from profiles.tests.factories import DeviceFactory, EventFactory, identified_profile
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from api.tests.test_api_support import ApiClient
 
+from api.tests.test_api_support import ApiClient
 from profiles.models import Profile
 
 pytestmark = pytest.mark.django_db

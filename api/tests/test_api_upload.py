@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from api.tests.test_api_support import ApiClient
 
 from api.credentials import api_request_slot
+from api.tests.test_api_support import ApiClient
 from profiles.models import Device, Event, Identifier, Profile, PropertyChange
 
 pytestmark = pytest.mark.django_db

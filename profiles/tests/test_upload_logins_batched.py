@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from api.tests.test_api_support import ApiClient
 from profiles.models import Device, Event, Identifier, Profile, PropertyChange
 from profiles.services import LOGIN_CURRENT, LOGIN_HOLDER, LOGIN_NEW, login_decision
-from api.tests.test_api_support import ApiClient
 
 pytestmark = pytest.mark.django_db
 
