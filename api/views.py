@@ -9,7 +9,6 @@ Every response is JSON shaped like CleverTap's: `{"status": "success", …}` or
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import secrets
 from collections.abc import Callable
@@ -33,7 +32,8 @@ from api.credentials import (
     api_request_slot,
     api_usage_record,
 )
-from profiles.ingest import NUL_MESSAGE, contains_nul, ingest_records
+from config import safejson
+from profiles.ingest import ingest_records
 from profiles.models import (
     ApiCredential,
     ApiQueryCursor,
@@ -161,7 +161,13 @@ def _too_large_message(length: int | None, limit: int) -> str:
     )
 
 
-def _json_body(request: HttpRequest, *, nul_per_record: bool = False) -> Any:
+def _json_body(request: HttpRequest, *, per_record: bool = False) -> Any:
+    """The body's JSON. Values that cannot be stored (NUL, lone surrogates, numbers out of
+    range) refuse the whole call, or with `per_record` (upload) only their own records."""
+    return _parsed_body(request, per_record=per_record).data
+
+
+def _parsed_body(request: HttpRequest, *, per_record: bool = False) -> safejson.Parsed:
     try:
         body = request.body
     except RequestDataTooBig:
@@ -171,16 +177,11 @@ def _json_body(request: HttpRequest, *, nul_per_record: bool = False) -> Any:
     if not body.strip():
         raise ApiError(400, "The request body is empty; send JSON.")
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ApiError(400, f"Malformed JSON in the request body: {error}.") from None
-    except RecursionError:
-        raise ApiError(400, "The JSON in the request body is nested too deeply.") from None
-    # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the database.
-    # Upload reports it per record instead (the other records are kept).
-    if not nul_per_record and b"\\u0000" in body and contains_nul(data):
-        raise ApiError(400, NUL_MESSAGE)
-    return data
+        if per_record:
+            return safejson.parse(body)
+        return safejson.Parsed(safejson.loads(body), may_hold_unstorable=False)
+    except safejson.JsonInputError as error:
+        raise ApiError(400, error.message) from None
 
 
 def _actor(credential: ApiCredential) -> Actor:
@@ -210,10 +211,10 @@ def _batch_status(processed: int, unprocessed: list) -> str:
 
 
 def upload_records(
-    records: list[Any], *, actor: Actor, may_hold_nul: bool = True
+    records: list[Any], *, actor: Actor, may_hold_unstorable: bool = True
 ) -> tuple[int, list[dict[str, Any]]]:
     """Ingest upload records; (processed, unprocessed in CleverTap's shape)."""
-    result = ingest_records(records, actor=actor, may_hold_nul=may_hold_nul)
+    result = ingest_records(records, actor=actor, may_hold_unstorable=may_hold_unstorable)
     unprocessed = [
         _record_fail(number, records[number - 1], error.code, error.message)
         for number, error in result.refusals.items()
@@ -223,7 +224,8 @@ def upload_records(
 
 @api_view("upload", ("POST",))
 def upload(request: HttpRequest, credential: ApiCredential) -> HttpResponse:
-    body = _json_body(request, nul_per_record=True)
+    parsed = _parsed_body(request, per_record=True)
+    body = parsed.data
     records = body.get("d") if isinstance(body, dict) else None
     if not isinstance(records, list):
         raise ApiError(400, 'The body must be {"d": [record, …]}.')
@@ -233,16 +235,16 @@ def upload(request: HttpRequest, credential: ApiCredential) -> HttpResponse:
             f"Too many records: {len(records)} in one call; at most {MAX_UPLOAD_RECORDS} "
             "are accepted. Nothing was stored: split the records into smaller calls.",
         )
-    # JSON can carry a NUL only as the escape \u0000 (a raw one is malformed JSON).
     processed, unprocessed = upload_records(
-        records, actor=_actor(credential), may_hold_nul=b"\\u0000" in request.body
+        records, actor=_actor(credential), may_hold_unstorable=parsed.may_hold_unstorable
     )
     return JsonResponse(
         {
             "status": _batch_status(processed, unprocessed),
             "processed": processed,
             "unprocessed": unprocessed,
-        }
+        },
+        encoder=safejson.EchoEncoder,
     )
 
 
@@ -431,14 +433,9 @@ def _request_query(request: HttpRequest) -> dict[str, Any]:
     if raw in (None, ""):
         return {}
     try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise ApiError(400, f"Malformed JSON in the query parameter: {error}.") from None
-    except RecursionError:
-        raise ApiError(400, "The JSON in the query parameter is nested too deeply.") from None
-    if contains_nul(data):
-        raise ApiError(400, NUL_MESSAGE)
-    return query_parse(data)
+        return query_parse(safejson.loads(raw, what="the query parameter"))
+    except safejson.JsonInputError as error:
+        raise ApiError(400, error.message) from None
 
 
 def _cursor_create(

@@ -17,6 +17,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from config.safejson import unstorable_reason
 from profiles.bulk import (
     BulkEventRow,
     BulkProfileRow,
@@ -57,20 +58,6 @@ class IngestResult:
     @property
     def processed(self) -> int:
         return self.total - len(self.refusals)
-
-
-NUL_MESSAGE = "Values must not contain the NUL character (\\u0000)."
-
-
-def contains_nul(value: Any) -> bool:
-    """Whether a decoded JSON value holds a NUL in any key or string."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(contains_nul(key) or contains_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(contains_nul(item) for item in value)
-    return False
 
 
 def _record_ts(record: dict[str, Any]) -> dt.datetime | None:
@@ -328,18 +315,23 @@ def _bulk(items: list[_Planned], actor: Actor, errors: dict[int, RecordError]) -
     return [item for item in items if item.number in deferred]
 
 
-def ingest_records(records: list[Any], *, actor: Actor, may_hold_nul: bool = True) -> IngestResult:
+def ingest_records(
+    records: list[Any], *, actor: Actor, may_hold_unstorable: bool = True
+) -> IngestResult:
     """Store records in CleverTap's upload shape; each refused one is reported, the others kept.
 
     Every channel hands its records here (REST upload, the web SDK endpoint, imports,
     dashboard actions). Records about one person are applied in their order.
-    `may_hold_nul=False` (the caller knows no value holds a NUL) skips the per-record scan.
+    A record holding a value that cannot be stored (NUL, a lone surrogate, a number out of
+    range: config.safejson) is refused on its own; `may_hold_unstorable=False` (the caller
+    parsed the text and knows none is there) skips that scan.
     """
     errors: dict[int, RecordError] = {}
     planned: list[_Planned] = []
     for number, record in enumerate(records, start=1):
-        if may_hold_nul and contains_nul(record):
-            errors[number] = RecordError(ErrorCode.MISC, f"{NUL_MESSAGE} ")
+        unstorable = may_hold_unstorable and unstorable_reason(record)
+        if unstorable:
+            errors[number] = RecordError(ErrorCode.MISC, f"{unstorable} ")
             continue
         try:
             planned.append(_plan(number, record))

@@ -41,6 +41,7 @@ from django.db.models import Sum as SumAggregate
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from config.safejson import unstorable_reason
 from profiles.models import Device, Event, PropertyDefinition, PropertyScope
 from profiles.selectors import age_q, test_profiles_q
 
@@ -267,7 +268,7 @@ def compile_definition(
         property_types = property_types if property_types is not None else types["profile"]
         if event_property_types is None:
             event_property_types = types["event"]
-    _reject_nul(definition)
+    _reject_unstorable(definition)
     context = _Context(
         now=now,
         today=timezone.localdate(now),
@@ -277,21 +278,26 @@ def compile_definition(
     return _node(definition, "$", 0, context)
 
 
-def _reject_nul(definition: Any) -> None:
-    """PostgreSQL text cannot hold NUL: name the string that has one (iteratively:
-    the nesting depth is checked only later)."""
+def _reject_unstorable(definition: Any) -> None:
+    """Name the value PostgreSQL could not take (NUL, a lone surrogate, a number out of
+    range: config.safejson), iteratively: the nesting depth is checked only later."""
     stack = [(definition, "$")]
     while stack:
         value, path = stack.pop()
-        if isinstance(value, str) and "\x00" in value:
-            raise SegmentDefinitionError(path, "text must not contain the NUL character.")
         if isinstance(value, dict):
             for key, item in value.items():
-                if "\x00" in key:
-                    raise SegmentDefinitionError(path, "a key contains the NUL character.")
+                reason = unstorable_reason(key)
+                if reason:
+                    raise SegmentDefinitionError(path, f"a key is refused: {reason}")
                 stack.append((item, f"{path}.{key}"))
         elif isinstance(value, list):
             stack.extend((item, f"{path}[{index}]") for index, item in enumerate(value))
+        elif isinstance(value, str) and "\x00" in value:
+            raise SegmentDefinitionError(path, "text must not contain the NUL character.")
+        else:
+            reason = unstorable_reason(value)
+            if reason:
+                raise SegmentDefinitionError(path, reason)
 
 
 def _node(node: Any, path: str, depth: int, context: _Context) -> Q:

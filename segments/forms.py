@@ -2,6 +2,7 @@ import json
 
 from django import forms
 
+from config import safejson
 from segments.models import SYSTEM_DEFINITIONS
 
 # Far above any real definition (the compiler caps conditions anyway); keeps a
@@ -20,14 +21,10 @@ class SegmentForm(forms.Form):
     def clean_definition(self):
         text = self.cleaned_data["definition"]
         try:
-            return json.loads(text)
-        except json.JSONDecodeError as error:
-            raise forms.ValidationError(
-                f"The definition is not valid JSON (line {error.lineno}, column {error.colno}):"
-                f" {error.msg}."
-            ) from None
-        except RecursionError:
-            raise forms.ValidationError("The definition is nested far too deeply.") from None
+            # Unstorable values are named with their path by the compiler.
+            return safejson.parse(text, what="the definition").data
+        except safejson.JsonInputError as error:
+            raise forms.ValidationError(error.message) from None
 
     def clean_name(self):
         name = self.cleaned_data["name"].strip()

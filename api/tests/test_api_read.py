@@ -229,7 +229,7 @@ def test_a_cursor_belongs_to_its_credential_and_endpoint(api):
         ("/1/profiles.json?batch_size=5001", "batch_size must be from 1 to 5000"),
         ("/1/profiles.json?batch_size=0", "batch_size must be from 1 to 5000"),
         ("/1/profiles.json?batch_size=ten", "batch_size must be a whole number"),
-        ("/1/profiles.json?query={bad", "Malformed JSON"),
+        ("/1/profiles.json?query={bad", "not valid JSON"),
         ('/1/profiles.json?query={"from":"2024-01-01"}', "YYYYMMDD"),
         ('/1/profiles.json?query={"from":20240230}', "YYYYMMDD"),
         ('/1/profiles.json?query={"when":1}', "Unknown query field"),

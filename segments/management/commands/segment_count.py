@@ -1,9 +1,8 @@
 """python manage.py segment_count '<definition JSON>' | --segment NAME: print the count."""
 
-import json
-
 from django.core.management.base import BaseCommand, CommandError
 
+from config import safejson
 from segments.compiler import SegmentDefinitionError
 from segments.models import Segment
 from segments.selectors import segment_count
@@ -26,9 +25,9 @@ class Command(BaseCommand):
             parsed = saved.definition
         else:
             try:
-                parsed = json.loads(definition)
-            except json.JSONDecodeError as error:
-                raise CommandError(f"The definition is not valid JSON: {error}") from None
+                parsed = safejson.loads(definition, what="the definition")
+            except safejson.JsonInputError as error:
+                raise CommandError(error.message) from None
         try:
             count = segment_count(parsed)
         except SegmentDefinitionError as error:
