@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
+from config.csvsafe import write_csv
 from imports.models import ImportRejectedRow, ImportRun
 from imports.services import REPORT_COLUMNS, import_run_columns
 from imports.sources import csv as csv_source
@@ -51,4 +52,4 @@ def import_run_rejected_csv(*, import_run: ImportRun) -> bytes:
     )
     for row_number, column, value, reason, cells in rejected.iterator(chunk_size=2000):
         rows.append([row_number, column, value, reason, *cells])
-    return csv_source.write_csv(rows)
+    return write_csv(rows)

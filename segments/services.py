@@ -13,7 +13,7 @@ from django.core.files import File
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
-from imports.sources.csv import formula_safe
+from config.csvsafe import formula_safe
 from profiles.models import Profile
 from segments.compiler import DEFAULT_COLUMNS, DEFAULT_PROPERTY_LABELS, compile_definition
 from segments.models import SYSTEM_DEFINITIONS, ExportStatus, Segment, SegmentExport

@@ -40,6 +40,7 @@ from django.db.models import F
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
+from config.csvsafe import formula_safe
 from imports.models import (
     ImportKind,
     ImportRun,
@@ -55,7 +56,6 @@ from imports.models import (
 )
 from imports.selectors import import_run_rejected_csv
 from imports.services import import_run_create, import_run_execute
-from imports.sources.csv import formula_safe
 from imports.sources.sftp import (
     FAILED_DIR,
     PROCESSED_DIR,

@@ -11,7 +11,7 @@
   date format; `Score<Float>`, `Visits<Integer>`, `Premium<Boolean>`,
   `Tags<String[]>` and `Joined<Date>` declare types.
 - Cells are data, never formulas: `=1+1` is imported as the text "=1+1".
-  Only exports neutralise them (`formula_safe`).
+  Only exports neutralise them (config.csvsafe).
 
 Row numbers are spreadsheet row numbers: the header is row 1.
 """
@@ -435,21 +435,3 @@ def convert(value: str, column_type: str, date_format: str = "") -> object:
 
 
 # --- exports ----------------------------------------------------------------------------
-
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def formula_safe(value: object) -> str:
-    """A cell for a CSV people open in a spreadsheet: text that would run as a
-    formula gets a leading single quote (OWASP's CSV injection advice)."""
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
-
-
-def write_csv(rows: list[list[object]]) -> bytes:
-    """Rows -> UTF-8 CSV bytes with a BOM (so Excel reads the accents), every cell formula-safe."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    for row in rows:
-        writer.writerow([formula_safe(cell) for cell in row])
-    return UTF8_BOM + buffer.getvalue().encode()
