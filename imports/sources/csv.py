@@ -35,6 +35,9 @@ CANDIDATE_DELIMITERS = (",", ";", "\t")
 # Every cell we accept is at most 512 bytes; a longer "field" is almost always
 # a quote that was never closed, which csv would otherwise read to the end.
 FIELD_SIZE_LIMIT = 128 * 1024
+# Far above any real profile or events file (CleverTap allows 256 custom properties);
+# keeps a hostile header from costing minutes on the mapping page.
+MAX_COLUMNS = 500
 READ_BLOCK = 1024 * 1024
 
 UTF8_BOM = codecs.BOM_UTF8
@@ -137,6 +140,11 @@ def parse_header_cell(cell: str) -> ColumnSpec:
 
 
 def _check_header(cells: list[str]) -> list[ColumnSpec]:
+    if len(cells) > MAX_COLUMNS:
+        raise CsvFileError(
+            f"The header row has {len(cells):,} columns; at most {MAX_COLUMNS} are accepted. "
+            "Split the file into files of fewer columns (each with the identifier column)."
+        )
     columns = [parse_header_cell(cell) for cell in cells]
     seen: set[str] = set()
     for position, column in enumerate(columns, start=1):

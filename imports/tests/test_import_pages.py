@@ -5,7 +5,7 @@ import functools
 import pytest
 from django.urls import reverse
 
-from imports.models import ImportRun
+from imports.models import ImportRun, ImportStatus
 from imports.services import import_run_create, import_run_execute
 from imports.tests.csv_fixtures import csv_path, ensure_role_groups, use_temporary_media
 
@@ -217,3 +217,14 @@ def test_results_need_the_permission(marketer_client, outsider_client, anonymous
         assert marketer_client.get(url).status_code == 403
         assert outsider_client.get(url, headers={"HX-Request": "true"}).status_code == 403
         assert_login_redirect(anonymous_client.get(url))
+
+
+def test_a_header_of_100000_columns_is_refused_at_upload(importer_client, write_csv):
+    header = ",".join(["identity", *(f"c{i}" for i in range(100_000))])
+    with write_csv(f"{header}\nu1\n").open("rb") as handle:
+        response = importer_client.post(reverse("imports:list"),
+                                        {"kind": "profiles", "file": handle})  # fmt: skip
+    assert response.status_code == 400
+    assert "The header row has 100,001 columns; at most 500 are accepted." in (
+        response.content.decode())  # fmt: skip
+    assert ImportRun.objects.get().status == ImportStatus.FAILED  # kept in the history
