@@ -12,6 +12,7 @@ on every request, so revoking takes effect at once in every worker.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
 import secrets
@@ -108,25 +109,92 @@ def _passcode_verified(credential: ApiCredential, passcode: str) -> bool:
     return True
 
 
+class TooManyFailedAttempts(Exception):
+    """This account id or client address failed authentication too often just now."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after)
+        self.retry_after = retry_after
+
+
 def api_credential_authenticate(
-    *, account_id: str | None, passcode: str | None
+    *, account_id: str | None, passcode: str | None, client_address: str = ""
 ) -> ApiCredential | None:
     """The active credential these headers name, or None (unknown, wrong passcode, revoked).
 
     One indexed query per call; the PBKDF2 check runs once per process and passcode.
+    An unknown or revoked account id costs the same PBKDF2 work as a wrong passcode, so
+    timing tells no one which account ids exist. Raises TooManyFailedAttempts, before any
+    hash work, while the account id or the client address is over its failure budget
+    (settings.API_AUTH_FAILURES_PER_ACCOUNT / _PER_ADDRESS per API_AUTH_FAILURE_WINDOW).
     """
     if not account_id or not passcode or len(account_id) > 32 or len(passcode) > 256:
         return None
+    failures = _AuthFailures(account_id, client_address)
+    failures.check()
     credential = (
         ApiCredential.objects.only("id", "name", "account_id", "passcode_hash", "revoked_at")
         .filter(account_id=account_id)
         .first()
     )
     if credential is None or credential.revoked_at is not None:
+        check_password(passcode, _unknown_account_hash())
+        failures.record()
         return None
     if not _passcode_verified(credential, passcode):
+        failures.record()
         return None
     return credential
+
+
+@functools.cache
+def _unknown_account_hash() -> str:
+    return make_password(secrets.token_urlsafe(24))
+
+
+class _AuthFailures:
+    """Failed authentications per account id and per client address, counted in Redis
+    in fixed windows. Without Redis nothing is enforced (logged): the API stays up."""
+
+    def __init__(self, account_id: str, client_address: str) -> None:
+        from django.conf import settings
+
+        self.window = settings.API_AUTH_FAILURE_WINDOW
+        digest = hashlib.sha256(account_id.encode()).hexdigest()[:32]
+        self.budgets = {f"api:authfail:account:{digest}": settings.API_AUTH_FAILURES_PER_ACCOUNT}
+        if client_address:
+            self.budgets[f"api:authfail:address:{client_address}"] = (
+                settings.API_AUTH_FAILURES_PER_ADDRESS
+            )
+
+    def check(self) -> None:
+        import redis
+
+        try:
+            pipe = _redis().pipeline(transaction=False)
+            for key in self.budgets:
+                pipe.get(key)
+                pipe.ttl(key)
+            answers = pipe.execute()
+        except redis.RedisError:
+            logger.warning("Redis unavailable: API guessing limits not enforced", exc_info=True)
+            return
+        for index, limit in enumerate(self.budgets.values()):
+            count, ttl = answers[2 * index], answers[2 * index + 1]
+            if count is not None and int(count) >= limit:
+                raise TooManyFailedAttempts(retry_after=max(int(ttl), 1))
+
+    def record(self) -> None:
+        import redis
+
+        try:
+            pipe = _redis().pipeline(transaction=False)
+            for key in self.budgets:
+                pipe.set(key, 0, ex=self.window, nx=True)  # the window starts at the first failure
+                pipe.incr(key)
+            pipe.execute()
+        except redis.RedisError:
+            logger.warning("Redis unavailable: failed API authentication not counted")
 
 
 def api_credential_list() -> QuerySet[ApiCredential]:

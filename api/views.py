@@ -28,6 +28,7 @@ from django.views.decorators.http import require_GET
 
 from api.credentials import (
     TooManyConcurrentRequests,
+    TooManyFailedAttempts,
     api_credential_authenticate,
     api_request_slot,
     api_usage_record,
@@ -81,7 +82,9 @@ def fail(status: int, error: str) -> JsonResponse:
     return JsonResponse({"status": "fail", "error": error, "code": status}, status=status)
 
 
-UNAUTHORIZED = {"status": "fail", "error": "Account ID is not valid", "code": 401}
+# The same answer for an unknown account id and a wrong passcode: which account ids exist
+# is no one's business.
+UNAUTHORIZED = {"status": "fail", "error": "Account ID or passcode is not valid", "code": 401}
 
 
 def api_view(endpoint: str, methods: tuple[str, ...]) -> Callable:
@@ -95,12 +98,22 @@ def api_view(endpoint: str, methods: tuple[str, ...]) -> Callable:
         @csrf_exempt
         @wraps(view)
         def wrapped(request: HttpRequest) -> HttpResponse:
-            credential = api_credential_authenticate(
-                account_id=request.headers.get("X-CleverTap-Account-Id"),
-                passcode=request.headers.get("X-CleverTap-Passcode"),
-            )
+            try:
+                credential = api_credential_authenticate(
+                    account_id=request.headers.get("X-CleverTap-Account-Id"),
+                    passcode=request.headers.get("X-CleverTap-Passcode"),
+                    client_address=request.META.get("REMOTE_ADDR", ""),
+                )
+            except TooManyFailedAttempts as refused:
+                response = fail(
+                    429,
+                    "Too many failed authentications for this account id or from this address; "
+                    f"retry in {refused.retry_after} seconds.",
+                )
+                response["Retry-After"] = str(refused.retry_after)
+                return _no_store(response)
             if credential is None:
-                return JsonResponse(UNAUTHORIZED, status=401)
+                return _no_store(JsonResponse(UNAUTHORIZED, status=401))
             try:
                 response = _serve(view, request, credential, methods)
             except Exception:
@@ -109,11 +122,17 @@ def api_view(endpoint: str, methods: tuple[str, ...]) -> Callable:
             api_usage_record(
                 credential_id=credential.pk, endpoint=endpoint, status_code=response.status_code
             )
-            return response
+            return _no_store(response)
 
         return wrapped
 
     return decorator
+
+
+def _no_store(response: HttpResponse) -> HttpResponse:
+    """API answers hold people's data: no cache or proxy may keep them."""
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 def _serve(

@@ -165,6 +165,11 @@ IMPORT_MAX_UPLOAD_BYTES = int(os.environ.get("IMPORT_MAX_UPLOAD_BYTES", 50 * 102
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("API_MAX_BODY_BYTES", 10 * 1024 * 1024))
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 API_MAX_CONCURRENT_REQUESTS = int(os.environ.get("API_MAX_CONCURRENT_REQUESTS", 15))
+# Failed API authentications allowed per account id / per client address in each window
+# (seconds) before 429: guessing passcodes stays slow for a client and harmless for others.
+API_AUTH_FAILURE_WINDOW = int(os.environ.get("API_AUTH_FAILURE_WINDOW", 300))
+API_AUTH_FAILURES_PER_ACCOUNT = int(os.environ.get("API_AUTH_FAILURES_PER_ACCOUNT", 10))
+API_AUTH_FAILURES_PER_ADDRESS = int(os.environ.get("API_AUTH_FAILURES_PER_ADDRESS", 50))
 # An SFTP file is imported only once two looks this many seconds apart agree on
 # its size and modification time (0: the second look is the next poll).
 SFTP_SETTLE_SECONDS = float(os.environ.get("SFTP_SETTLE_SECONDS", 5))

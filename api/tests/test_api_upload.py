@@ -265,7 +265,11 @@ def test_missing_or_unknown_credentials_get_401(client, headers):
         "/1/upload", json.dumps({"d": []}), content_type="application/json", **headers
     )
     assert response.status_code == 401
-    assert response.json() == {"status": "fail", "error": "Account ID is not valid", "code": 401}
+    assert response.json() == {
+        "status": "fail",
+        "error": "Account ID or passcode is not valid",
+        "code": 401,
+    }
 
 
 def test_wrong_passcode_and_revoked_credentials_get_401(api, client):
@@ -283,7 +287,11 @@ def test_wrong_passcode_and_revoked_credentials_get_401(api, client):
     api_credential_revoke(credential=api.credential)
     revoked = api.post("/1/upload", {"d": [profile("u1")]})
     assert revoked.status_code == 401
-    assert revoked.json() == {"status": "fail", "error": "Account ID is not valid", "code": 401}
+    assert revoked.json() == {
+        "status": "fail",
+        "error": "Account ID or passcode is not valid",
+        "code": 401,
+    }
     assert not Profile.objects.exists()
 
 
