@@ -1,10 +1,14 @@
 from django.contrib import admin
+from django.contrib.auth.decorators import login_required
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from config import views
 
 handler403 = "config.views.permission_denied"
+
+# One login form for the whole site: the admin's own would be a second door.
+admin.site.login = login_required(admin.site.login)
 
 urlpatterns = [
     path("", views.home, name="home"),
