@@ -73,6 +73,7 @@ from profiles.properties import (
     normalize_identifier,
     validate_key,
 )
+from profiles.rules.single_valued import SINGLE_VALUED_KINDS
 
 __all__ = [
     "Actor",
@@ -96,7 +97,6 @@ T = TypeVar("T")
 IDENTIFIER_PRIORITY = ("identity", "email", "phone", "fbid", "gpid")
 # A profile holds one email, one phone, one FBID and one GPID (they mirror its
 # default properties); it may hold several customer identities.
-SINGLE_VALUED_KINDS = {"email", "phone", "fbid", "gpid"}
 MAX_IDENTITY_ATTEMPTS = 8
 TEST_MARKED_EVENT = "Marked as test profile"
 TEST_UNMARKED_EVENT = "Unmarked as test profile"
@@ -291,6 +291,11 @@ def _identifiers_attach(
     missing = [(kind, value) for kind, value in identifiers.items() if (kind, value) not in held]
     if not missing:
         return
+    # One email / phone / FBID / GPID per profile is a database constraint: drop the
+    # value being replaced first. A conflict below rolls this back with the record.
+    replacing = {kind for kind, _value in missing if kind in SINGLE_VALUED_KINDS}
+    if replacing:
+        Identifier.objects.filter(profile=profile, kind__in=replacing).delete()
     now = timezone.now()
     rows = ", ".join(["(%s, %s, %s, %s)"] * len(missing))
     with connection.cursor() as cursor:
@@ -319,12 +324,6 @@ def _identifiers_attach(
                 f"{kind.capitalize()} '{value}' belongs to another profile; "
                 "profiles are never merged.",
             )
-    replaced = [(kind, value) for kind, value in inserted if kind in SINGLE_VALUED_KINDS]
-    if replaced:
-        stale = Q(pk__in=[])
-        for kind, value in replaced:
-            stale |= Q(kind=kind) & ~Q(value=value)
-        Identifier.objects.filter(Q(profile=profile) & stale).delete()
     if inserted:
         profile.identified = True  # the trigger set the column
 
