@@ -73,6 +73,7 @@ from profiles.properties import (
     normalize_identifier,
     validate_key,
 )
+from profiles.rules.mapping import mapped_profile_data
 from profiles.rules.single_valued import SINGLE_VALUED_KINDS
 
 __all__ = [
@@ -970,11 +971,7 @@ def _mapped_profile_data(
             .values_list("event_property", "profile_property")
         )
         lookups.mappings[name] = rules
-    return {
-        profile_property: properties[event_property]
-        for event_property, profile_property in rules
-        if event_property in properties
-    }
+    return mapped_profile_data(rules, properties)
 
 
 def event_push(
