@@ -49,7 +49,9 @@ def state() -> dict:
         "profile types": sorted(
             PropertyDefinition.objects.filter(scope="profile").values_list("name", "type")
         ),
-        "history": sorted(PropertyChange.objects.values_list("property", "old_value", "new_value")),
+        "history": list(
+            PropertyChange.objects.order_by("id").values_list("property", "old_value", "new_value")
+        ),
     }
 
 
@@ -70,7 +72,7 @@ def by_api(key: str, value: str, events: list[tuple[int, dict]]) -> None:
 
 
 def by_csv(tmp_path, events: list[tuple[int, dict]]) -> None:
-    lines = ["identity,ts,plan", *(f"u1,{ts},{data['plan']}" for ts, data in events)]
+    lines = ["identity,ts,gender", *(f"u1,{ts},{data['gender']}" for ts, data in events)]
     run = import_file(
         csv_path(tmp_path, "\n".join(lines) + "\n"), kind="events", event_name="Plan Purchased"
     )
@@ -87,20 +89,20 @@ CHANNELS = {
 @pytest.mark.parametrize("channel", CHANNELS)
 def test_a_refused_mapped_value_keeps_the_event_and_skips_only_the_mapping(channel, tmp_path):
     EventPropertyMapping.objects.create(
-        event_name="Plan Purchased", event_property="plan", profile_property="Plan"
+        event_name="Plan Purchased", event_property="gender", profile_property="Gender"
     )
     person_with_a_plan()
-    # Plan is a string: 7 cannot be mapped onto it; "Platinum" can.
-    CHANNELS[channel](tmp_path, [(TS, {"plan": 7}), (TS + 60, {"plan": "Platinum"})])
+    # Gender takes M/F/O/U: "X" cannot be mapped onto it (514), "F" can.
+    CHANNELS[channel](tmp_path, [(TS, {"gender": "X"}), (TS + 60, {"gender": "F"})])
     assert state() == {
-        "profiles": [(True, 2, [("Plan", "Platinum")], "", "")],
+        "profiles": [(True, 2, [("Plan", "Gold")], "", "F")],
         "identifiers": [("fbid", "fb1"), ("identity", "u1")],
         "events": [
-            ("Plan Purchased", {"plan": 7}, TS),
-            ("Plan Purchased", {"plan": "Platinum"}, TS + 60),
+            ("Plan Purchased", {"gender": "X"}, TS),
+            ("Plan Purchased", {"gender": "F"}, TS + 60),
         ],
         "profile types": [("Plan", "string")],
-        "history": [("Plan", None, "Gold"), ("Plan", "Gold", "Platinum")],
+        "history": [("Plan", None, "Gold"), ("Gender", "", "F")],
     }
 
 
