@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import OperationalError, connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from profiles.models import EventPropertyMapping, new_ct_id
@@ -62,18 +62,19 @@ from profiles.rules.mapping import mapped_profile_data
 from profiles.services import (
     LOGIN_HOLDER,
     LOGIN_NEW,
+    RETRY_SQLSTATES,
     SINGLE_VALUED_KINDS,
     Actor,
     event_name_register,
     event_validate,
     identifying_kinds,
     login_decision,
+    sqlstate_of,
 )
 
 KEY_KINDS = ("identity", "email", "phone", "objectId")
 MAX_BATCH_ATTEMPTS = 6
 DEFAULT_FIELDS = [prop.field for prop in DEFAULT_PROPERTIES.values()]
-RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
@@ -178,21 +179,17 @@ def _key_for_kind(data: dict[str, Any], kind: str) -> str:
     return next((key for key in data if IDENTIFIER_KEYS.get(key.lower()) == kind), kind)
 
 
-def _retryable(error: OperationalError) -> bool:
-    return getattr(error.__cause__, "sqlstate", None) in RETRYABLE_SQLSTATES
-
-
 def _with_retries(step: Callable[[bool], T]) -> T:
     """Run `step(first_attempt)` in a savepoint; again from the top after a conflict
-    or a deadlock."""
+    or a lost race (services.RETRY_SQLSTATES, the same set as one record's)."""
     for attempt in range(MAX_BATCH_ATTEMPTS):
         try:
             with transaction.atomic():
                 return step(attempt == 0)
         except BulkConflict:
             continue
-        except OperationalError as error:
-            if not _retryable(error) or attempt == MAX_BATCH_ATTEMPTS - 1:
+        except DatabaseError as error:
+            if sqlstate_of(error) not in RETRY_SQLSTATES or attempt == MAX_BATCH_ATTEMPTS - 1:
                 raise
     raise BulkConflict("The profiles of this batch changed concurrently too often; run it again.")
 

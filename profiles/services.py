@@ -96,15 +96,15 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 IDENTIFIER_PRIORITY = ("identity", "email", "phone", "fbid", "gpid")
-# A profile holds one email, one phone, one FBID and one GPID (they mirror its
-# default properties); it may hold several customer identities.
+# (Which kinds are single-valued: profiles.rules.single_valued.)
 MAX_IDENTITY_ATTEMPTS = 8
 TEST_MARKED_EVENT = "Marked as test profile"
 TEST_UNMARKED_EVENT = "Unmarked as test profile"
-# deadlock_detected, serialization_failure: the whole transaction may be retried.
-RETRYABLE_TRANSACTION_STATES = {"40P01", "40001"}
-# foreign_key_violation, unique_violation: a row we relied on changed under us.
-RACE_STATES = {"23503", "23505"}
+# What a lost race looks like, for every writer of the profile store (one record here,
+# a batch in profiles.bulk), retried from the top in a fresh savepoint:
+# foreign_key_violation, unique_violation (a row we relied on changed under us),
+# deadlock_detected, serialization_failure (our statement was the one cancelled).
+RETRY_SQLSTATES = frozenset({"23503", "23505", "40P01", "40001"})
 PROFILE_KEYS_WITHOUT_TYPE = {*DEFAULT_PROPERTIES, *IDENTIFIER_KEYS, *DERIVED_KEYS}
 
 
@@ -184,20 +184,14 @@ def _lookups() -> _Lookups:
     return _batch_lookups.get() or _Lookups()
 
 
-def _sqlstate(error: BaseException) -> str | None:
+def sqlstate_of(error: BaseException) -> str | None:
     return getattr(error.__cause__, "sqlstate", None) or getattr(error, "sqlstate", None)
 
 
 def _run_record(step: Callable[[_Lookups], T]) -> T:
-    """Run one record's `step` atomically, again from the top after a lost race.
-
-    Called outside a transaction, each attempt is its own transaction and a
-    deadlock or serialization failure is retried as well. Inside a caller's
-    transaction each attempt is a savepoint and only races on rows are retried:
-    a deadlock there involves the caller's earlier locks, so the caller must
-    retry its whole transaction.
-    """
-    owns_transaction = not connection.in_atomic_block
+    """Run one record's `step` atomically (a transaction, or a savepoint inside a
+    caller's), again from the top after a lost race (RETRY_SQLSTATES), at most
+    MAX_IDENTITY_ATTEMPTS times."""
     lookups = _lookups()
     for attempt in range(1, MAX_IDENTITY_ATTEMPTS + 1):
         try:
@@ -209,11 +203,8 @@ def _run_record(step: Callable[[_Lookups], T]) -> T:
             continue
         except DatabaseError as error:
             lookups.clear()
-            state = _sqlstate(error)
-            retry = state in RACE_STATES or (
-                owns_transaction and state in RETRYABLE_TRANSACTION_STATES
-            )
-            if not retry or attempt == MAX_IDENTITY_ATTEMPTS:
+            state = sqlstate_of(error)
+            if state not in RETRY_SQLSTATES or attempt == MAX_IDENTITY_ATTEMPTS:
                 raise
             logger.info("retrying a record after %s (attempt %d)", state, attempt)
         except BaseException:
