@@ -74,10 +74,6 @@ def profile_get_by_identifier(*, kind: str, value: str) -> Profile | None:
     return identifier.profile if identifier else None
 
 
-def profile_get_by_device(*, object_id: str) -> Profile | None:
-    return Profile.objects.filter(devices__object_id=object_id).first()
-
-
 # --- one profile with its identifiers and devices, in three plain queries --------------
 # (GET /1/profile.json: the ORM's query building cost more than the queries themselves.)
 
