@@ -51,7 +51,6 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from imports.models import ImportKind, ImportOrigin, ImportRejectedRow, ImportRun, ImportStatus
-from imports.signals import import_chunk_committed
 from imports.sources import csv as csv_source
 from imports.sources.csv import CellError, ColumnSpec, CsvFileError
 from profiles.bulk import (
@@ -582,9 +581,6 @@ def _chunk_commit(
             )
         turn.identifiers_written = result.identifiers_written
         turn.committed = True
-        import_chunk_committed.send(
-            sender=ImportRun, import_run_id=run.pk, last_committed_row=chunk[-1][0]
-        )
     finally:
         turn.done.set()
 

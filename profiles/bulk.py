@@ -37,12 +37,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import OperationalError, connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from profiles.models import EventPropertyMapping, new_ct_id
@@ -57,22 +58,25 @@ from profiles.properties import (
     normalize_device_id,
     normalize_identifier,
 )
+from profiles.rules.mapping import mapped_profile_data
 from profiles.services import (
     LOGIN_HOLDER,
     LOGIN_NEW,
+    RETRY_SQLSTATES,
     SINGLE_VALUED_KINDS,
     Actor,
     event_name_register,
     event_validate,
     identifying_kinds,
     login_decision,
+    sqlstate_of,
 )
 
 KEY_KINDS = ("identity", "email", "phone", "objectId")
 MAX_BATCH_ATTEMPTS = 6
 DEFAULT_FIELDS = [prop.field for prop in DEFAULT_PROPERTIES.values()]
-RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 class BulkConflict(Exception):
@@ -175,21 +179,17 @@ def _key_for_kind(data: dict[str, Any], kind: str) -> str:
     return next((key for key in data if IDENTIFIER_KEYS.get(key.lower()) == kind), kind)
 
 
-def _retryable(error: OperationalError) -> bool:
-    return getattr(error.__cause__, "sqlstate", None) in RETRYABLE_SQLSTATES
-
-
 def _with_retries(step: Callable[[bool], T]) -> T:
     """Run `step(first_attempt)` in a savepoint; again from the top after a conflict
-    or a deadlock."""
+    or a lost race (services.RETRY_SQLSTATES, the same set as one record's)."""
     for attempt in range(MAX_BATCH_ATTEMPTS):
         try:
             with transaction.atomic():
                 return step(attempt == 0)
         except BulkConflict:
             continue
-        except OperationalError as error:
-            if not _retryable(error) or attempt == MAX_BATCH_ATTEMPTS - 1:
+        except DatabaseError as error:
+            if sqlstate_of(error) not in RETRY_SQLSTATES or attempt == MAX_BATCH_ATTEMPTS - 1:
                 raise
     raise BulkConflict("The profiles of this batch changed concurrently too often; run it again.")
 
@@ -860,16 +860,19 @@ def events_bulk_insert(
     stored again (so a re-imported file adds nothing); an unknown identifier
     creates its profile; every stored event adds to its profile's event count
     and widens first/last seen; the event->profile mapping rules apply (a
-    refused mapped value refuses the row). All-or-nothing for the batch.
+    refused mapped value skips the mapping, the event is kept: rules.mapping).
+    All-or-nothing for the batch.
     `before_write` as for profiles_bulk_upsert.
     """
     at = at or timezone.now()
     names = sorted({row.name or name for row in rows} or {name})
     for each in names:
         event_validate(each, {})  # a bad event name refuses the whole batch
-    rules: dict[str, list[EventPropertyMapping]] = {}
-    for rule in EventPropertyMapping.objects.filter(event_name__in=names, enabled=True):
-        rules.setdefault(rule.event_name, []).append(rule)
+    rules: dict[str, list[tuple[str, str]]] = {}
+    for rule in EventPropertyMapping.objects.filter(event_name__in=names, enabled=True).order_by(
+        "pk"
+    ):
+        rules.setdefault(rule.event_name, []).append((rule.event_property, rule.profile_property))
 
     def attempt(first: bool) -> BulkResult:
         unlocked = before_write is not None and first  # a re-plan reads locked
@@ -896,14 +899,12 @@ def events_bulk_insert(
         events = []
         for row, stored, key in keyed:
             state = planner.state_for(key)
-            mapped = {rule.profile_property: stored[rule.event_property]
-                      for rule in rules.get(row.name or name, ())
-                      if rule.event_property in stored}  # fmt: skip
+            mapped = mapped_profile_data(rules.get(row.name or name, ()), stored)
             try:
                 apply = planner.plan(state, mapped) if mapped else None
-            except RecordError as error:
-                planner.reject(row.ref, planner.culprit(state, mapped, error), error)
-                continue
+            except RecordError as error:  # the event is kept, its mapping skipped
+                logger.warning("event %r: mapping skipped: %s", row.name or name, error)
+                apply = None
             planner.register(state, key)
             state.staged = True
             if apply is not None:

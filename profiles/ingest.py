@@ -14,11 +14,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from config.safejson import unstorable_reason
 from profiles.bulk import (
+    BulkConflict,
     BulkEventRow,
     BulkProfileRow,
     events_bulk_insert,
@@ -305,7 +306,9 @@ def _bulk(items: list[_Planned], actor: Actor, errors: dict[int, RecordError]) -
                     return []
                 # One call for every event name: one transaction and one commit.
                 result = events_bulk_insert([item.row for item in items], actor=actor)
-    except Exception:
+    except (BulkConflict, DatabaseError):
+        # Still racing after the batch's own retries (or a value the database refused
+        # that no check caught): one by one, each record gets its own retries and answer.
         logger.warning("set-based upload failed; storing %d records one by one", len(items),
                        exc_info=True)  # fmt: skip
         return items

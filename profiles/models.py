@@ -12,6 +12,8 @@ from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
 
+from profiles.rules.single_valued import SINGLE_VALUED_KINDS
+
 
 def new_ct_id() -> str:
     """Opaque, URL-safe public id in the style of CleverTap's device ids."""
@@ -94,6 +96,17 @@ class Profile(models.Model):
 
     class Meta:
         permissions = [("mark_test_profile", "Can mark and unmark test profiles")]
+        # The fixed-value default properties; profiles.properties gives the friendly
+        # error first, these keep any other writer honest.
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(gender__in=["", *Gender.values]), name="profile_gender_valid"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(education__in=["", *Education.values]),
+                name="profile_education_valid",
+            ),
+        ]
         indexes = [
             # Find People lists the most recently seen first, never-seen people last,
             # with the id as tie-breaker for stable pages: this index serves that order.
@@ -148,6 +161,15 @@ class Identifier(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["kind", "value"], name="identifier_unique_kind_value"),
+            # Email, phone, FBID and GPID are single-valued: a new one replaces the old.
+            models.UniqueConstraint(
+                fields=["kind", "profile"],
+                condition=models.Q(kind__in=sorted(SINGLE_VALUED_KINDS)),
+                name="identifier_one_per_profile",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(kind__in=IdentifierKind.values), name="identifier_kind_valid"
+            ),
         ]
         indexes = [models.Index(fields=["profile"], name="identifier_profile")]
 

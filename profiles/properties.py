@@ -18,6 +18,8 @@ import phonenumbers
 from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator
 
+from profiles.rules.identifiers import IdentifierTextError, identifier_text
+
 MAX_KEY_BYTES = 120
 MAX_VALUE_BYTES = 512
 MAX_CUSTOM_PROFILE_KEYS = 256
@@ -101,7 +103,10 @@ validate_email = _EmailValidator()
 def normalize_email(raw: object) -> str:
     if not isinstance(raw, str):
         raise profile_error(ErrorCode.EMAIL, "Email is not valid.")
-    email = raw.strip().lower()
+    try:
+        email = identifier_text(raw).lower()
+    except IdentifierTextError as error:
+        raise profile_error(ErrorCode.EMAIL, f"Email {error}") from None
     if len(email) > MAX_EMAIL_CHARS:
         raise profile_error(ErrorCode.EMAIL, "Email is not valid.")
     try:
@@ -133,12 +138,18 @@ def normalize_phone(raw: object, default_region: str | None = None) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-def normalize_identity(raw: object) -> str:
-    """The customer's user id: a string or number, trimmed, under 120 chars."""
+def normalize_identity(raw: object, *, label: str = "identity") -> str:
+    """The customer's user id (or FBID / GPID): a string or number, trimmed, in NFC,
+    under 120 chars, without control or bidi characters (rules.identifiers)."""
     if isinstance(raw, bool) or not isinstance(raw, str | int):
         raise RecordError(ErrorCode.IDENTITY_MISSING, IDENTITY_MISSING_MESSAGE)
-    value = str(raw).strip()
-    if not value or len(value) >= MAX_IDENTIFIER_CHARS or "\x00" in value:
+    if "\x00" in (value := str(raw)):
+        raise RecordError(ErrorCode.IDENTITY_MISSING, IDENTITY_MISSING_MESSAGE)
+    try:
+        value = identifier_text(value)
+    except IdentifierTextError as error:
+        raise RecordError(ErrorCode.IDENTITY_MISSING, f"'{label}' {error}") from None
+    if not value or len(value) >= MAX_IDENTIFIER_CHARS:
         raise RecordError(ErrorCode.IDENTITY_MISSING, IDENTITY_MISSING_MESSAGE)
     return value
 
@@ -160,7 +171,10 @@ def normalize_identifier(kind: str, raw: object) -> str:
         return normalize_email(raw)
     if kind == "phone":
         return normalize_phone(raw)
-    return normalize_identity(raw)
+    return normalize_identity(raw, label=_IDENTIFIER_LABELS.get(kind, kind))
+
+
+_IDENTIFIER_LABELS = {"fbid": "FBID", "gpid": "GPID"}
 
 
 # --- values ----------------------------------------------------------------

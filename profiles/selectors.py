@@ -26,6 +26,7 @@ from profiles.models import (
     PropertyScope,
 )
 from profiles.properties import DEFAULT_PROPERTIES, YES_NO, RecordError, normalize_identifier
+from profiles.rules.reachability import ADDRESS_CHANNELS, PUSH_FLAG, push_verdict
 
 
 def years_before(day: dt.date, years: int) -> dt.date:
@@ -71,10 +72,6 @@ def profile_get_by_identifier(*, kind: str, value: str) -> Profile | None:
         Identifier.objects.select_related("profile").filter(kind=kind, value=normalized).first()
     )
     return identifier.profile if identifier else None
-
-
-def profile_get_by_device(*, object_id: str) -> Profile | None:
-    return Profile.objects.filter(devices__object_id=object_id).first()
 
 
 # --- one profile with its identifiers and devices, in three plain queries --------------
@@ -361,37 +358,20 @@ class Reachability:
 
 
 def profile_reachability(*, profile: Profile, devices: list[Device]) -> list[Reachability]:
-    """Can a campaign reach the person on each channel, and if not, why not.
-    An unset MSG-* flag means subscribed (CleverTap's default), except for WhatsApp,
-    which needs an explicit opt-in; False means opted out."""
-
-    def by_address(channel: str, address: str, missing: str, flag: bool | None, key: str):
-        if not address:
-            return Reachability(channel, False, missing)
-        if flag is False:
-            return Reachability(channel, False, f"{key} is false (opted out)")
-        if flag is None and channel == "WhatsApp":  # WhatsApp needs an explicit opt-in
-            return Reachability(channel, False, f"{key} is not set (no opt-in)")
-        return Reachability(channel, True, address)
-
-    with_token = [device for device in devices if device.push_token]
-    if profile.msg_push is False:
-        push = Reachability("Push", False, "MSG-push is false (opted out)")
-    elif not devices:
-        push = Reachability("Push", False, "no device")
-    elif not with_token:
-        push = Reachability("Push", False, "no push token on any device")
-    elif all(device.push_enabled is False for device in with_token):
-        push = Reachability("Push", False, "push disabled on every device")
-    else:
-        enabled = sum(device.push_enabled is not False for device in with_token)
-        push = Reachability("Push", True, f"{enabled} device{'s' if enabled != 1 else ''}")
-    return [
-        by_address("Email", profile.email, "no email", profile.msg_email, "MSG-email"),
-        by_address("SMS", profile.phone, "no phone", profile.msg_sms, "MSG-sms"),
-        by_address("WhatsApp", profile.phone, "no phone", profile.msg_whatsapp, "MSG-whatsapp"),
-        push,
+    """Can a campaign reach the person on each channel, and if not, why not
+    (the rule: profiles.rules.reachability, shared with segments)."""
+    rows = [
+        Reachability(
+            channel.label,
+            *channel.verdict(getattr(profile, channel.address), getattr(profile, channel.flag)),
+        )
+        for channel in ADDRESS_CHANNELS
     ]
+    push = push_verdict(
+        getattr(profile, PUSH_FLAG),
+        ((bool(device.push_token), device.push_enabled) for device in devices),
+    )
+    return [*rows, Reachability("Push", *push)]
 
 
 def profile_property_groups(

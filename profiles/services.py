@@ -73,6 +73,8 @@ from profiles.properties import (
     normalize_identifier,
     validate_key,
 )
+from profiles.rules.mapping import mapped_profile_data
+from profiles.rules.single_valued import SINGLE_VALUED_KINDS
 
 __all__ = [
     "Actor",
@@ -94,16 +96,15 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 IDENTIFIER_PRIORITY = ("identity", "email", "phone", "fbid", "gpid")
-# A profile holds one email, one phone, one FBID and one GPID (they mirror its
-# default properties); it may hold several customer identities.
-SINGLE_VALUED_KINDS = {"email", "phone", "fbid", "gpid"}
+# (Which kinds are single-valued: profiles.rules.single_valued.)
 MAX_IDENTITY_ATTEMPTS = 8
 TEST_MARKED_EVENT = "Marked as test profile"
 TEST_UNMARKED_EVENT = "Unmarked as test profile"
-# deadlock_detected, serialization_failure: the whole transaction may be retried.
-RETRYABLE_TRANSACTION_STATES = {"40P01", "40001"}
-# foreign_key_violation, unique_violation: a row we relied on changed under us.
-RACE_STATES = {"23503", "23505"}
+# What a lost race looks like, for every writer of the profile store (one record here,
+# a batch in profiles.bulk), retried from the top in a fresh savepoint:
+# foreign_key_violation, unique_violation (a row we relied on changed under us),
+# deadlock_detected, serialization_failure (our statement was the one cancelled).
+RETRY_SQLSTATES = frozenset({"23503", "23505", "40P01", "40001"})
 PROFILE_KEYS_WITHOUT_TYPE = {*DEFAULT_PROPERTIES, *IDENTIFIER_KEYS, *DERIVED_KEYS}
 
 
@@ -183,20 +184,14 @@ def _lookups() -> _Lookups:
     return _batch_lookups.get() or _Lookups()
 
 
-def _sqlstate(error: BaseException) -> str | None:
+def sqlstate_of(error: BaseException) -> str | None:
     return getattr(error.__cause__, "sqlstate", None) or getattr(error, "sqlstate", None)
 
 
 def _run_record(step: Callable[[_Lookups], T]) -> T:
-    """Run one record's `step` atomically, again from the top after a lost race.
-
-    Called outside a transaction, each attempt is its own transaction and a
-    deadlock or serialization failure is retried as well. Inside a caller's
-    transaction each attempt is a savepoint and only races on rows are retried:
-    a deadlock there involves the caller's earlier locks, so the caller must
-    retry its whole transaction.
-    """
-    owns_transaction = not connection.in_atomic_block
+    """Run one record's `step` atomically (a transaction, or a savepoint inside a
+    caller's), again from the top after a lost race (RETRY_SQLSTATES), at most
+    MAX_IDENTITY_ATTEMPTS times."""
     lookups = _lookups()
     for attempt in range(1, MAX_IDENTITY_ATTEMPTS + 1):
         try:
@@ -208,11 +203,8 @@ def _run_record(step: Callable[[_Lookups], T]) -> T:
             continue
         except DatabaseError as error:
             lookups.clear()
-            state = _sqlstate(error)
-            retry = state in RACE_STATES or (
-                owns_transaction and state in RETRYABLE_TRANSACTION_STATES
-            )
-            if not retry or attempt == MAX_IDENTITY_ATTEMPTS:
+            state = sqlstate_of(error)
+            if state not in RETRY_SQLSTATES or attempt == MAX_IDENTITY_ATTEMPTS:
                 raise
             logger.info("retrying a record after %s (attempt %d)", state, attempt)
         except BaseException:
@@ -291,6 +283,11 @@ def _identifiers_attach(
     missing = [(kind, value) for kind, value in identifiers.items() if (kind, value) not in held]
     if not missing:
         return
+    # One email / phone / FBID / GPID per profile is a database constraint: drop the
+    # value being replaced first. A conflict below rolls this back with the record.
+    replacing = {kind for kind, _value in missing if kind in SINGLE_VALUED_KINDS}
+    if replacing:
+        Identifier.objects.filter(profile=profile, kind__in=replacing).delete()
     now = timezone.now()
     rows = ", ".join(["(%s, %s, %s, %s)"] * len(missing))
     with connection.cursor() as cursor:
@@ -319,12 +316,6 @@ def _identifiers_attach(
                 f"{kind.capitalize()} '{value}' belongs to another profile; "
                 "profiles are never merged.",
             )
-    replaced = [(kind, value) for kind, value in inserted if kind in SINGLE_VALUED_KINDS]
-    if replaced:
-        stale = Q(pk__in=[])
-        for kind, value in replaced:
-            stale |= Q(kind=kind) & ~Q(value=value)
-        Identifier.objects.filter(Q(profile=profile) & stale).delete()
     if inserted:
         profile.identified = True  # the trigger set the column
 
@@ -971,11 +962,7 @@ def _mapped_profile_data(
             .values_list("event_property", "profile_property")
         )
         lookups.mappings[name] = rules
-    return {
-        profile_property: properties[event_property]
-        for event_property, profile_property in rules
-        if event_property in properties
-    }
+    return mapped_profile_data(rules, properties)
 
 
 def event_push(

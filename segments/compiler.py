@@ -43,6 +43,7 @@ from django.utils import timezone
 
 from config.safejson import unstorable_reason
 from profiles.models import Device, Event, PropertyDefinition, PropertyScope
+from profiles.rules.reachability import ADDRESS_CHANNEL_BY_KEY, CHANNEL_KEYS, PUSH_FLAG
 from profiles.selectors import age_q, test_profiles_q
 
 MAX_DEPTH = 10
@@ -85,7 +86,7 @@ OP_ALIASES = {
 COUNT_OPS = ("=", ">", ">=", "<", "<=")
 AGGREGATE_OPS = ("=", "!=", ">", ">=", "<", "<=", "between")
 AGE_OPS = ("between", ">=", "<=", "=")
-CHANNELS = ("email", "sms", "whatsapp", "push")
+CHANNELS = CHANNEL_KEYS
 SEEN_OPS = ("before", "after", "between", "in_last_days")
 
 
@@ -678,17 +679,17 @@ def _system_condition(node: dict[str, Any], path: str, context: _Context) -> Q:
 
 
 def _reachable(channel: str) -> Q:
-    """Reachable: an address to send to and no opt-out (a missing MSG-* is not an opt-out)."""
-    if channel == "email":
-        return ~Q(email="") & ~Q(msg_email=False)
-    if channel in ("sms", "whatsapp"):
-        return ~Q(phone="") & ~Q(**{f"msg_{channel}": False})
+    """Reachable, by profiles.rules.reachability (the profile page asks the same rule)."""
+    if channel in ADDRESS_CHANNEL_BY_KEY:
+        rule = ADDRESS_CHANNEL_BY_KEY[channel]
+        consent = Q(**{rule.flag: True}) if rule.opt_in_required else ~Q(**{rule.flag: False})
+        return ~Q(**{rule.address: ""}) & consent
     devices = (
         Device.objects.filter(profile=OuterRef("pk"))
         .exclude(push_token="")
         .exclude(push_enabled=False)
     )
-    return Q(Exists(devices)) & ~Q(msg_push=False)
+    return Q(Exists(devices)) & ~Q(**{PUSH_FLAG: False})
 
 
 # --- event conditions ------------------------------------------------------------------------

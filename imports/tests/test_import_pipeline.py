@@ -294,23 +294,36 @@ def test_import_csv_command_for_events(write_csv):
 # --- a worker killed mid-file ------------------------------------------------------------
 
 KILLER = """
-import os, signal, sys
+import os, signal, sys, threading
 import django
 django.setup()
 from django.conf import settings
-from imports.services import import_run_execute
-from imports.signals import import_chunk_committed
+import imports.services as pipeline
 settings.IMPORT_CHUNK_ROWS = 3
 settings.STORAGES = {**settings.STORAGES, "default": {
     "BACKEND": "django.core.files.storage.FileSystemStorage",
     "OPTIONS": {"location": sys.argv[2]},
 }}
 
-def die(**kwargs):
-    os.kill(os.getpid(), signal.SIGKILL)  # the worker dies right after its first chunk
 
-import_chunk_committed.connect(die)
-import_run_execute(import_run_id=int(sys.argv[1]))
+# The worker dies right after its first chunk committed, before the next may write.
+class DiesOnceItsChunkCommitted(pipeline._Turn):
+
+    def __init__(self):
+        super().__init__()
+        turn = self
+
+        class Done(threading.Event):
+            def set(self):
+                if turn.committed:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                super().set()
+
+        self.done = Done()
+
+
+pipeline._Turn = DiesOnceItsChunkCommitted
+pipeline.import_run_execute(import_run_id=int(sys.argv[1]))
 """
 
 

@@ -1,0 +1,120 @@
+"""The same records through every channel leave the same database state.
+
+Each channel is a parametrised case on a fresh database; every case must reach
+the one expected state, so two channels that diverge fail here.
+"""
+
+import unicodedata
+
+import pytest
+
+from imports.tests.csv_fixtures import csv_path, import_file, use_temporary_media
+from profiles.ingest import ingest_records
+from profiles.models import (
+    Event,
+    EventPropertyMapping,
+    Identifier,
+    Profile,
+    PropertyChange,
+    PropertyDefinition,
+    Source,
+)
+from profiles.services import Actor
+
+API = Actor(source=Source.API)
+TS = 1700000000
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def media(settings, tmp_path):
+    return use_temporary_media(settings, tmp_path)
+
+
+def state() -> dict:
+    """What a user can see of the store, without ids, sources and receive times."""
+    return {
+        "profiles": sorted(
+            (p.identified, p.event_count, sorted(p.custom.items()), p.email, p.gender)
+            for p in Profile.objects.all()
+        ),
+        "identifiers": sorted(Identifier.objects.values_list("kind", "value")),
+        "events": [
+            (name, properties, ts.timestamp())
+            for name, properties, ts in Event.objects.order_by("ts").values_list(
+                "name", "properties", "ts"
+            )
+        ],
+        "profile types": sorted(
+            PropertyDefinition.objects.filter(scope="profile").values_list("name", "type")
+        ),
+        "history": list(
+            PropertyChange.objects.order_by("id").values_list("property", "old_value", "new_value")
+        ),
+    }
+
+
+def person_with_a_plan() -> None:
+    result = ingest_records(
+        [{"type": "profile", "identity": "u1", "FBID": "fb1", "profileData": {"Plan": "Gold"}}],
+        actor=API,
+    )
+    assert result.refusals == {}
+
+
+def by_api(key: str, value: str, events: list[tuple[int, dict]]) -> None:
+    records = [
+        {"type": "event", key: value, "evtName": "Plan Purchased", "evtData": data, "ts": ts}
+        for ts, data in events
+    ]
+    assert ingest_records(records, actor=API).refusals == {}
+
+
+def by_csv(tmp_path, events: list[tuple[int, dict]]) -> None:
+    lines = ["identity,ts,gender", *(f"u1,{ts},{data['gender']}" for ts, data in events)]
+    run = import_file(
+        csv_path(tmp_path, "\n".join(lines) + "\n"), kind="events", event_name="Plan Purchased"
+    )
+    assert (run.status, run.rows_rejected) == ("done", 0)
+
+
+CHANNELS = {
+    "api by identity": lambda tmp_path, events: by_api("identity", "u1", events),
+    "api by FBID": lambda tmp_path, events: by_api("FBID", "fb1", events),
+    "csv import": by_csv,
+}
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_a_refused_mapped_value_keeps_the_event_and_skips_only_the_mapping(channel, tmp_path):
+    EventPropertyMapping.objects.create(
+        event_name="Plan Purchased", event_property="gender", profile_property="Gender"
+    )
+    person_with_a_plan()
+    # Gender takes M/F/O/U: "X" cannot be mapped onto it (514), "F" can.
+    CHANNELS[channel](tmp_path, [(TS, {"gender": "X"}), (TS + 60, {"gender": "F"})])
+    assert state() == {
+        "profiles": [(True, 2, [("Plan", "Gold")], "", "F")],
+        "identifiers": [("fbid", "fb1"), ("identity", "u1")],
+        "events": [
+            ("Plan Purchased", {"gender": "X"}, TS),
+            ("Plan Purchased", {"gender": "F"}, TS + 60),
+        ],
+        "profile types": [("Plan", "string")],
+        "history": [("Plan", None, "Gold"), ("Gender", "", "F")],
+    }
+
+
+IDENTITY_NFD = unicodedata.normalize("NFD", "josé")
+
+
+def test_nfd_and_nfc_identities_are_one_person_through_the_api_and_csv(tmp_path):
+    ingest_records(
+        [{"type": "profile", "identity": IDENTITY_NFD, "profileData": {"Plan": "Gold"}}],
+        actor=API,
+    )
+    path = csv_path(tmp_path, f"identity,Tier\n{unicodedata.normalize('NFC', 'josé')},2\n")
+    run = import_file(path)
+    assert (run.status, run.rows_rejected, run.profiles_created) == ("done", 0, 0)
+    assert Profile.objects.get().custom == {"Plan": "Gold", "Tier": 2}
