@@ -41,7 +41,7 @@ def _clean_name(name: str) -> str:
     return name
 
 
-def segment_system_ensure() -> None:
+def segment_system_ensure(**_: Any) -> None:
     """Create the system segments "All Users" and "Test Users" when missing (idempotent)."""
     Segment.objects.bulk_create(
         [

@@ -20,7 +20,6 @@ from segments.tables import SegmentTable
 @require_GET
 @permission_required("segments.view_segment")
 def index(request: HttpRequest) -> HttpResponse:
-    services.segment_system_ensure()
     table = SegmentTable(selectors.segment_list())
     RequestConfig(request, paginate={"per_page": 50}).configure(table)
     return render(request, "segments/list.html", {"nav": "segments", "table": table})
