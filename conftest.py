@@ -21,11 +21,9 @@ def _role_group(name: str) -> Group:
     browser) flushes every table when it ends, so re-create it when gone."""
     group = Group.objects.filter(name=name).first()
     if group is None:
-        from importlib import import_module
+        from profiles.roles import role_groups_ensure
 
-        from django.apps import apps
-
-        import_module("profiles.migrations.0003_groups").create_groups(apps, None)
+        role_groups_ensure()
         group = Group.objects.get(name=name)
     return group
 

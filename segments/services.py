@@ -16,7 +16,7 @@ from django.utils import timezone
 from config.csvsafe import formula_safe
 from profiles.models import Profile
 from segments.compiler import DEFAULT_COLUMNS, DEFAULT_PROPERTY_LABELS, compile_definition
-from segments.models import ExportStatus, Segment, SegmentExport
+from segments.models import SYSTEM_DEFINITIONS, ExportStatus, Segment, SegmentExport
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,17 @@ def _clean_name(name: str) -> str:
     if len(name) > MAX_NAME:
         raise SegmentError(f"The name is longer than {MAX_NAME} characters.")
     return name
+
+
+def segment_system_ensure(**_: Any) -> None:
+    """Create the system segments "All Users" and "Test Users" when missing (idempotent)."""
+    Segment.objects.bulk_create(
+        [
+            Segment(system_key=key, name=key.label, definition=definition)
+            for key, definition in SYSTEM_DEFINITIONS.items()
+        ],
+        ignore_conflicts=True,
+    )
 
 
 @transaction.atomic

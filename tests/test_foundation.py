@@ -17,7 +17,6 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.core.validators import validate_email
 from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 from django.db.models import Count, Max, Min
 from django.test import Client
 from django.utils import timezone
@@ -80,14 +79,12 @@ DOCUMENTED_PERMISSIONS = {
 
 
 def _groups_from_migration() -> None:
-    """Run migration profiles/0003's own code when a transactional test flushed the groups."""
+    """Recreate the groups (profiles.roles) when a transactional test flushed them."""
     if Group.objects.filter(name__in=DOCUMENTED_PERMISSIONS).count() == 3:
         return
-    import importlib
+    from profiles.roles import role_groups_ensure
 
-    migration = importlib.import_module("profiles.migrations.0003_groups")
-    state_apps = MigrationExecutor(connection).loader.project_state().apps
-    migration.create_groups(state_apps, None)
+    role_groups_ensure()
 
 
 @pytest.fixture(autouse=True)

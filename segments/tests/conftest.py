@@ -4,22 +4,10 @@ import pytest
 
 from profiles.models import EventName, PropertyDefinition
 from profiles.tests.roles import ensure_role_groups
-from segments.models import SYSTEM_DEFINITIONS, Segment
 from segments.selectors import segment_members
+from segments.services import segment_system_ensure
 
 NOW = dt.datetime(2024, 6, 15, 12, 0, tzinfo=dt.UTC)
-
-
-def system_segments_restore() -> None:
-    """The system segments are rows of a data migration (segments 0003): a flushing
-    (transactional) test removes them, so put them back as the migration made them."""
-    Segment.objects.bulk_create(
-        [
-            Segment(system_key=key, name=key.label, definition=definition)
-            for key, definition in SYSTEM_DEFINITIONS.items()
-        ],
-        ignore_conflicts=True,
-    )
 
 
 def names(definition, *, now=NOW) -> set[str]:
@@ -52,4 +40,4 @@ def _role_groups(request):
     else:
         return
     ensure_role_groups()
-    system_segments_restore()
+    segment_system_ensure()  # a flush in an earlier test may have removed them
