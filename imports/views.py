@@ -15,7 +15,12 @@ from django_tables2 import LazyPaginator, RequestConfig
 from config.access import permission_required, require_permission
 from imports.forms import MappingForm, UploadForm
 from imports.models import ImportOrigin, ImportRun, ImportStatus
-from imports.selectors import import_run_list, import_run_preview, import_run_rejected_csv
+from imports.selectors import (
+    import_run_list,
+    import_run_preview,
+    import_run_rejected_csv,
+    import_run_rejected_rows,
+)
 from imports.services import import_run_create, import_run_set_mapping, import_run_start
 from imports.tables import ImportRunTable
 
@@ -80,9 +85,13 @@ def mapping(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 @permission_required("imports.view_importrun")
 def detail(request: HttpRequest, pk: int) -> HttpResponse:
-    """The run's progress (polled by htmx until it ends), then its totals."""
+    """The run's progress (polled by htmx until it ends), then its totals and the
+    first rejected rows with their reasons."""
     run = get_object_or_404(ImportRun.objects.select_related("uploaded_by"), pk=pk)
-    context = {"nav": "imports", "run": run}
+    rejected_rows = []
+    if run.is_finished and run.rows_rejected:
+        rejected_rows = import_run_rejected_rows(import_run=run)
+    context = {"nav": "imports", "run": run, "rejected_rows": rejected_rows}
     if request.htmx:
         html = render_to_string("imports/detail.html#progress", context, request=request)
         if run.status not in {ImportStatus.QUEUED, ImportStatus.RUNNING}:
