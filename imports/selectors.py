@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from config.csvsafe import write_csv
-from imports.models import ImportRejectedRow, ImportRun
+from imports.models import ImportKind, ImportRejectedRow, ImportRun
 from imports.services import REASON_SEPARATOR, REPORT_COLUMNS, import_run_columns
 from imports.sources import csv as csv_source
 from imports.sources.csv import CsvFileError
@@ -48,7 +48,7 @@ def import_run_preview(*, import_run: ImportRun) -> dict[str, Any]:
                 numbers.append(number - header_row)
                 if len(rows) >= csv_source.PREVIEW_ROWS:
                     break
-    except (CsvFileError, OSError):
+    except (CsvFileError, OSError, ValueError):  # ValueError: the file is gone
         rows, numbers = [], []
     entries = (import_run.mapping or {}).get("columns") or []
     detected = []
@@ -69,6 +69,21 @@ def import_run_preview(*, import_run: ImportRun) -> dict[str, Any]:
         "numbered_rows": list(zip(numbers, padded, strict=True)),
         "detected": detected,
     }
+
+
+def import_run_totals(*, import_run: ImportRun) -> dict[str, int]:
+    """The rows of a finished run, accounted for so the figures add up to the file's rows.
+
+    Created and updated count people, not rows: a person named by several rows of
+    the file is created (or updated) once, the later rows merged into the earlier.
+    An event row that is neither stored nor rejected was stored before (the same
+    event, imported again)."""
+    run = import_run
+    if run.kind == ImportKind.PROFILES:
+        counted = run.profiles_created + run.profiles_updated + run.rows_rejected
+    else:
+        counted = run.events_stored + run.rows_rejected
+    return {"rows": run.rows_done, "merged": max(0, run.rows_done - counted)}
 
 
 def _report_positions(import_run: ImportRun) -> list[int]:

@@ -176,6 +176,7 @@ def mapping_errors(*, kind: str, columns: list[ColumnSpec], mapping: dict[str, A
     for role in {*IDENTIFIER_ROLES, "ts"}:
         if roles.count(role) > 1:
             errors.append(f"Only one column can be {ROLES[role]}.")
+    saved_as: dict[str, str] = {}
     for column, entry in zip(columns, entries, strict=True):
         role, column_type = entry.get("role"), entry.get("type") or ""
         if role not in ROLES or (role in EVENT_ONLY_ROLES and kind != ImportKind.EVENTS):
@@ -187,11 +188,23 @@ def mapping_errors(*, kind: str, columns: list[ColumnSpec], mapping: dict[str, A
             errors.append(f"Column '{column.header}': '{column_type}' is not a type.")
         if kind == ImportKind.EVENTS and column_type == "list":
             errors.append(f"Column '{column.header}': event properties cannot be multi-value.")
+        name = property_name(column, entry)
         try:
-            validate_key(column.name)
+            validate_key(name)
         except RecordError as error:
             errors.append(f"Column '{column.header}': {error.message}")
+        earlier = saved_as.setdefault(name.lower(), column.header)
+        if earlier != column.header:
+            errors.append(
+                f"Columns '{earlier}' and '{column.header}' are both saved as '{name}'; "
+                "give one of them another name."
+            )
     return errors
+
+
+def property_name(column: ColumnSpec, entry: dict[str, Any]) -> str:
+    """The property a column is saved as: its "Save as" name, else its header's name."""
+    return (entry.get("name") or "").strip() or column.name
 
 
 @dataclass(frozen=True)
@@ -236,7 +249,7 @@ class _RowReader:
         entries = run.mapping["columns"]
         self.width = len(columns)
         self.columns = [
-            _Column(i, c.header, c.name, e["role"], e.get("type") or "",
+            _Column(i, c.header, property_name(c, e), e["role"], e.get("type") or "",
                     e.get("date_format") or c.date_format)
             for i, (c, e) in enumerate(zip(columns, entries, strict=True))
         ]  # fmt: skip

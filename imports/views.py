@@ -20,6 +20,7 @@ from imports.selectors import (
     import_run_preview,
     import_run_rejected_csv,
     import_run_rejected_rows,
+    import_run_totals,
 )
 from imports.services import import_run_create, import_run_set_mapping, import_run_start
 from imports.tables import ImportRunTable
@@ -69,7 +70,9 @@ def mapping(request: HttpRequest, pk: int) -> HttpResponse:
     if run.status != ImportStatus.PENDING:
         return redirect(run)
     preview = import_run_preview(import_run=run)
-    form = MappingForm(request.POST or None, import_run=run, detected=preview["detected"])
+    form = MappingForm(
+        request.POST or None, import_run=run, detected=preview["detected"], samples=preview["rows"]
+    )
     if request.method == "POST" and form.is_valid():
         try:
             import_run_set_mapping(import_run=run, mapping=form.mapping())
@@ -91,7 +94,10 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
     rejected_rows = []
     if run.is_finished and run.rows_rejected:
         rejected_rows = import_run_rejected_rows(import_run=run)
-    context = {"nav": "imports", "run": run, "rejected_rows": rejected_rows}
+    context = {
+        "nav": "imports", "run": run, "rejected_rows": rejected_rows,
+        "totals": import_run_totals(import_run=run),
+    }  # fmt: skip
     if request.htmx:
         html = render_to_string("imports/detail.html#progress", context, request=request)
         if run.status not in {ImportStatus.QUEUED, ImportStatus.RUNNING}:

@@ -31,7 +31,7 @@ def test_importer_uploads_maps_watches_progress_and_downloads_rejected_rows(
     settings.IMPORT_CHUNK_ROWS = 10  # several chunks: the bar moves
     lines = ["identity,Name,Score,Comment"]
     lines += [f"b{n},Person {n},{n}.5,hello" for n in range(ROWS)]
-    lines[8] = "b7,=Mallory,lots,@evil"  # the one bad row (spreadsheet row 9)
+    lines[8] = "b7,=Mallory,lots,@evil"  # the one bad row (data row 8)
     path = tmp_path / "customers.csv"
     path.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
 
@@ -42,7 +42,7 @@ def test_importer_uploads_maps_watches_progress_and_downloads_rejected_rows(
     page.get_by_role("button", name="Upload and preview").click()
 
     expect(page.get_by_role("heading", name="Map the columns of “customers.csv”")).to_be_visible()
-    expect(page.locator(".mapping-table tbody tr")).to_have_count(15)  # the preview
+    expect(page.locator(".import-preview tbody tr")).to_have_count(15)  # the preview
     page.get_by_label("Score: type").select_option("float")
     page.get_by_label("Comment: holds").select_option("ignore")
     page.get_by_role("button", name="Import").click()
@@ -61,7 +61,7 @@ def test_importer_uploads_maps_watches_progress_and_downloads_rejected_rows(
     report = Path(download.path()).read_text(encoding="utf-8-sig").splitlines()
     assert report == [
         "Error row,Error column,Error value,Error reason,identity,Name,Score,Comment",
-        "9,Score,lots,Value of 'Score': 'lots' is not a number.,b7,'=Mallory,lots,'@evil",
+        "8,Score,lots,Value of 'Score': 'lots' is not a number.,b7,'=Mallory,lots,'@evil",
     ]
     assert Profile.objects.count() == ROWS - 1
     assert "Comment" not in Profile.objects.get(identifiers__value="b1").custom

@@ -10,13 +10,14 @@ from django.urls import reverse
 
 from imports.models import ImportRun
 from imports.selectors import import_run_preview
-from imports.services import import_run_create
+from imports.services import import_run_create, import_run_execute
 from imports.tests.csv_fixtures import (
     csv_path,
     ensure_role_groups,
     import_file,
     use_temporary_media,
 )
+from profiles.models import Profile
 
 pytestmark = pytest.mark.django_db
 
@@ -106,3 +107,41 @@ def test_the_import_page_lists_the_rejected_rows_with_every_reason(
     assert marketer_client.get(url).status_code == 403
     response = anonymous_client.get(url)
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+def test_a_column_is_saved_under_the_name_given_on_the_mapping_page(importer_client, write_csv):
+    with write_csv("identity,Pts<Float>,Score\nu1,4.5,3\n").open("rb") as handle:
+        run = import_run_create(kind="profiles", file_name="p.csv", content=handle.read())
+    url = reverse("imports:mapping", args=[run.pk])
+    page = importer_client.get(url).content.decode()
+    assert 'aria-label="Pts&lt;Float&gt;: save as"' in page and 'value="Pts"' in page
+    assert "Detected: Float" in page
+
+    form = {"role_0": "identity", "type_0": "", "role_1": "property", "type_1": "float",
+            "role_2": "property", "type_2": "integer", "name_2": "Score"}  # fmt: skip
+    clash = importer_client.post(url, {**form, "name_1": "score "})
+    assert clash.status_code == 400
+    assert "both saved as" in clash.content.decode()
+    assert importer_client.post(url, {**form, "name_1": "Loyalty Points"}).status_code == 302
+    run.refresh_from_db()
+    assert run.mapping["columns"][1]["name"] == "Loyalty Points"
+    import_run_execute(import_run_id=run.pk)
+    person = Profile.objects.get(identifiers__value="u1")
+    assert person.custom == {"Loyalty Points": 4.5, "Score": 3}
+
+
+def test_detected_says_the_type_the_mapping_chose():
+    run = ImportRun(columns=["identity", "Score"], mapping={"columns": [
+        {"role": "identity", "type": ""}, {"role": "property", "type": "float"}]})  # fmt: skip
+    assert import_run_preview(import_run=run)["detected"][1] == "float"
+
+
+def test_totals_account_for_a_row_merged_into_an_earlier_row_of_the_same_person(
+    importer_client, write_csv
+):
+    run = import_file(write_csv("identity,Name\nu1,Ann\nu2,Bob\nu1,Annie\n,Nobody\n"))
+    assert (run.profiles_created, run.profiles_updated, run.rows_rejected) == (2, 0, 1)
+    html = importer_client.get(reverse("imports:detail", args=[run.pk])).content.decode()
+    assert "4 rows:" in html and "2 created, 0 updated," in html
+    assert "1 merged into an earlier row of the same person" in html
+    assert 'data-total="merged">1<' in html
