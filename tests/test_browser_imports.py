@@ -65,3 +65,26 @@ def test_importer_uploads_maps_watches_progress_and_downloads_rejected_rows(
     ]
     assert Profile.objects.count() == ROWS - 1
     assert "Comment" not in Profile.objects.get(identifiers__value="b1").custom
+
+
+def test_event_name_only_for_events_and_the_mapping_fits_a_phone(importer, page, tmp_path):
+    path = tmp_path / "wide.csv"
+    header = ["identity"] + [f"A rather long column name {n}<Float>" for n in range(12)]
+    path.write_text(",".join(header) + "\n" + ",".join(["u1"] + ["1.5"] * 12) + "\n")
+    page.set_viewport_size({"width": 390, "height": 800})
+
+    browser_login(page, "importer")
+    page.goto("/imports/")
+    page.get_by_label("Profiles").check()
+    expect(page.get_by_label("Event name (for an events file)")).to_be_hidden()
+    page.get_by_role("radio", name="Events").check()
+    expect(page.get_by_label("Event name (for an events file)")).to_be_visible()
+    page.get_by_label("Profiles").check()
+    page.locator("#id_file").set_input_files(str(path))
+    page.get_by_role("button", name="Upload and preview").click()
+
+    expect(page.locator(".mapping-column")).to_have_count(13)  # one card per column
+    expect(page.get_by_label("A rather long column name 3<Float>: save as")).to_be_visible()
+    expect(page.locator(".mapping-column").nth(1)).to_contain_text("Detected: Float")
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0  # the wide preview scrolls inside its card, not the page
