@@ -50,11 +50,15 @@ class UploadForm(forms.Form):
 
 
 class MappingForm(forms.Form):
-    """One role and one type choice per column of the file."""
+    """Per column of the file: what it holds, its type and the property name it is saved as."""
 
-    def __init__(self, *args, import_run: ImportRun, detected: list[str], **kwargs) -> None:
+    def __init__(
+        self, *args, import_run: ImportRun, detected: list[str],
+        samples: list[list[str]] | None = None, **kwargs,
+    ) -> None:  # fmt: skip
         super().__init__(*args, **kwargs)
         self.import_run = import_run
+        self.samples = samples or []
         self.columns = import_run_columns(import_run)
         self.detected = detected
         entries = import_run.mapping.get("columns") or []
@@ -76,6 +80,13 @@ class MappingForm(forms.Form):
                 label=type_label, choices=types, required=False, initial=entry.get("type", ""),
                 widget=forms.Select(attrs={"aria-label": type_label}),
             )  # fmt: skip
+            name_label = f"{column.header}: save as"
+            self.fields[f"name_{position}"] = forms.CharField(
+                label=name_label, required=False, max_length=1024,
+                initial=entry.get("name") or column.name,
+                widget=forms.TextInput(attrs={"aria-label": name_label}),
+                help_text="The property name it is stored under.",
+            )  # fmt: skip
 
     def rows(self) -> list[dict[str, Any]]:
         return [
@@ -83,6 +94,10 @@ class MappingForm(forms.Form):
                 "column": column,
                 "role": self[f"role_{position}"],
                 "type": self[f"type_{position}"],
+                "name": self[f"name_{position}"],
+                "samples": [cells[position] for cells in self.samples if cells[position].strip()][
+                    :3
+                ],
                 "detected": COLUMN_TYPES.get(self.detected[position], self.detected[position]),
                 "is_default": column.name.lower() in DEFAULT_PROPERTIES,
             }
@@ -101,7 +116,11 @@ class MappingForm(forms.Form):
             ):
                 column_type = ""  # identifiers and default properties have their own rules
             date_format = entry.get("date_format") or column.date_format
-            mapped.append({"role": role, "type": column_type, "date_format": date_format})
+            mapped_entry = {"role": role, "type": column_type, "date_format": date_format}
+            name = (self.cleaned_data.get(f"name_{position}") or "").strip()
+            if role == "property" and name and name != column.name:
+                mapped_entry["name"] = name
+            mapped.append(mapped_entry)
         return {"columns": mapped}
 
     def clean(self) -> dict[str, Any]:

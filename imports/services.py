@@ -86,6 +86,8 @@ ROLES = {
 EVENT_ONLY_ROLES = {"ts"}
 # Columns of our own rejected-rows report: ignored when that file is re-uploaded.
 REPORT_COLUMNS = ["Error row", "Error column", "Error value", "Error reason"]
+# Between the reasons of one rejected row (a row reports every problem it has).
+REASON_SEPARATOR = " · "
 PROPERTY_TYPE_TO_COLUMN = {"number": "float", "boolean": "boolean", "list": "list",
                            "date": "date", "string": "string"}  # fmt: skip
 
@@ -173,6 +175,7 @@ def mapping_errors(*, kind: str, columns: list[ColumnSpec], mapping: dict[str, A
     for role in {*IDENTIFIER_ROLES, "ts"}:
         if roles.count(role) > 1:
             errors.append(f"Only one column can be {ROLES[role]}.")
+    saved_as: dict[str, str] = {}
     for column, entry in zip(columns, entries, strict=True):
         role, column_type = entry.get("role"), entry.get("type") or ""
         if role not in ROLES or (role in EVENT_ONLY_ROLES and kind != ImportKind.EVENTS):
@@ -184,11 +187,23 @@ def mapping_errors(*, kind: str, columns: list[ColumnSpec], mapping: dict[str, A
             errors.append(f"Column '{column.header}': '{column_type}' is not a type.")
         if kind == ImportKind.EVENTS and column_type == "list":
             errors.append(f"Column '{column.header}': event properties cannot be multi-value.")
+        name = property_name(column, entry)
         try:
-            validate_key(column.name)
+            validate_key(name)
         except RecordError as error:
             errors.append(f"Column '{column.header}': {error.message}")
+        earlier = saved_as.setdefault(name.lower(), column.header)
+        if earlier != column.header:
+            errors.append(
+                f"Columns '{earlier}' and '{column.header}' are both saved as '{name}'; "
+                "give one of them another name."
+            )
     return errors
+
+
+def property_name(column: ColumnSpec, entry: dict[str, Any]) -> str:
+    """The property a column is saved as: its "Save as" name, else its header's name."""
+    return (entry.get("name") or "").strip() or column.name
 
 
 @dataclass(frozen=True)
@@ -201,10 +216,27 @@ class _Column:
     date_format: str
 
 
+@dataclass(frozen=True)
+class _CellProblem:
+    column: str  # the header cell, "" when the problem is the row's width
+    value: str
+    code: int
+    message: str
+
+
 class _RowError(Exception):
-    def __init__(self, column: str, value: str, code: int, message: str) -> None:
-        super().__init__(message)
-        self.column, self.value, self.code, self.message = column, value, code, message
+    """Everything wrong with one row, so a person fixes the row once, not once per upload.
+
+    `column`, `value`, `code` and `message` sum the problems up for the one
+    rejected-rows entry a row gets (the fix-and-retry file has one line per row)."""
+
+    def __init__(self, problems: list[_CellProblem]) -> None:
+        self.problems = problems
+        self.message = REASON_SEPARATOR.join(problem.message for problem in problems)
+        super().__init__(self.message)
+        self.column = REASON_SEPARATOR.join(p.column for p in problems if p.column)
+        self.value = REASON_SEPARATOR.join(p.value for p in problems if p.value)
+        self.code = problems[0].code
 
 
 class _RowReader:
@@ -216,7 +248,7 @@ class _RowReader:
         entries = run.mapping["columns"]
         self.width = len(columns)
         self.columns = [
-            _Column(i, c.header, c.name, e["role"], e.get("type") or "",
+            _Column(i, c.header, property_name(c, e), e["role"], e.get("type") or "",
                     e.get("date_format") or c.date_format)
             for i, (c, e) in enumerate(zip(columns, entries, strict=True))
         ]  # fmt: skip
@@ -232,30 +264,34 @@ class _RowReader:
     def column_for(self, key: str) -> _Column | None:
         return self.by_key.get(key) or self.by_key.get(key.lower())
 
-    def _check_width(self, cells: list[str]) -> None:
+    def _width_problem(self, cells: list[str]) -> _CellProblem | None:
         if len(cells) > self.width:
             extra = cells[self.width :]
-            raise _RowError(
+            return _CellProblem(
                 "", ",".join(extra), ErrorCode.MISC,
                 f"The row has {len(cells)} values but the header names {self.width} columns.",
             )  # fmt: skip
         if len(cells) < self.width:
             missing = self.columns[len(cells)].header
-            raise _RowError(
+            return _CellProblem(
                 missing, "", ErrorCode.MISC,
                 f"The row has {len(cells)} values but the header names {self.width} columns"
                 f" (no value for '{missing}').",
             )  # fmt: skip
+        return None
 
-    def _key(self, cells: list[str]) -> tuple[str, str]:
+    def _key(self, cells: list[str], problems: list[_CellProblem]) -> tuple[str, str]:
         for column in self.keys:
             value = cells[column.index].strip()
             if value:
                 return column.role, value
         first = self.keys[0]
-        raise _RowError(first.header, "", ErrorCode.IDENTITY_MISSING, IDENTITY_MISSING_MESSAGE)
+        problems.append(
+            _CellProblem(first.header, "", ErrorCode.IDENTITY_MISSING, IDENTITY_MISSING_MESSAGE)
+        )
+        return first.role, ""
 
-    def _data(self, cells: list[str]) -> dict[str, Any]:
+    def _data(self, cells: list[str], problems: list[_CellProblem]) -> dict[str, Any]:
         data: dict[str, Any] = {}
         for column in self.data_columns:
             cell = cells[column.index]
@@ -269,19 +305,30 @@ class _RowReader:
                 else:
                     value = cell
             except CellError as error:
-                raise _RowError(
+                problems.append(_CellProblem(
                     column.header, cell, ErrorCode.MISC, f"Value of '{column.name}': {error}"
-                ) from None
+                ))  # fmt: skip
+                continue
             data[column.name] = value
         return data
 
-    def profile_row(self, number: int, cells: list[str]) -> BulkProfileRow:
-        self._check_width(cells)
-        kind, value = self._key(cells)
-        return BulkProfileRow(ref=number, key_kind=kind, key_value=value,
-                              profile_data=self._data(cells))  # fmt: skip
+    def _checked(self, cells: list[str]) -> list[_CellProblem]:
+        """The width problem, if any; raises when the row is too short to read at all."""
+        problem = self._width_problem(cells)
+        if problem is not None and len(cells) < self.width:
+            raise _RowError([problem])  # which value is in which column is anybody's guess
+        return [problem] if problem is not None else []
 
-    def _ts(self, cells: list[str]) -> tuple[dt.datetime, str]:
+    def profile_row(self, number: int, cells: list[str]) -> BulkProfileRow:
+        problems = self._checked(cells)
+        kind, value = self._key(cells, problems)
+        data = self._data(cells, problems)
+        if problems:
+            raise _RowError(problems)
+        return BulkProfileRow(ref=number, key_kind=kind, key_value=value,
+                              profile_data=data)  # fmt: skip
+
+    def _ts(self, cells: list[str], problems: list[_CellProblem]) -> tuple[dt.datetime, str]:
         column = self.ts_column
         raw = cells[column.index].strip() if column else ""
         if not raw:
@@ -291,16 +338,19 @@ class _RowReader:
                 return csv_source.parse_date(raw, column.date_format), raw
             return dt.datetime.fromtimestamp(float(raw), tz=dt.UTC), raw
         except (CellError, ValueError, OverflowError, OSError):
-            raise _RowError(
+            problems.append(_CellProblem(
                 column.header, raw, ErrorCode.TIMESTAMP,
                 "Timestamp should be present in the Unix Epoch format.",
-            ) from None  # fmt: skip
+            ))  # fmt: skip
+            return self.default_ts, raw
 
     def event_row(self, number: int, cells: list[str]) -> BulkEventRow:
-        self._check_width(cells)
-        kind, value = self._key(cells)
-        properties = self._data(cells)
-        ts, raw_ts = self._ts(cells)
+        problems = self._checked(cells)
+        kind, value = self._key(cells, problems)
+        properties = self._data(cells, problems)
+        ts, raw_ts = self._ts(cells, problems)
+        if problems:
+            raise _RowError(problems)
         fingerprint = json.dumps(
             [self.run.event_name, kind, value, raw_ts, sorted(properties.items())],
             separators=(",", ":"), default=str,

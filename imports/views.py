@@ -15,7 +15,13 @@ from django_tables2 import LazyPaginator, RequestConfig
 from config.access import permission_required, require_permission
 from imports.forms import MappingForm, UploadForm
 from imports.models import ImportOrigin, ImportRun, ImportStatus
-from imports.selectors import import_run_list, import_run_preview, import_run_rejected_csv
+from imports.selectors import (
+    import_run_list,
+    import_run_preview,
+    import_run_rejected_csv,
+    import_run_rejected_rows,
+    import_run_totals,
+)
 from imports.services import import_run_create, import_run_set_mapping, import_run_start
 from imports.tables import ImportRunTable
 
@@ -64,7 +70,9 @@ def mapping(request: HttpRequest, pk: int) -> HttpResponse:
     if run.status != ImportStatus.PENDING:
         return redirect(run)
     preview = import_run_preview(import_run=run)
-    form = MappingForm(request.POST or None, import_run=run, detected=preview["detected"])
+    form = MappingForm(
+        request.POST or None, import_run=run, detected=preview["detected"], samples=preview["rows"]
+    )
     if request.method == "POST" and form.is_valid():
         try:
             import_run_set_mapping(import_run=run, mapping=form.mapping())
@@ -80,9 +88,16 @@ def mapping(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 @permission_required("imports.view_importrun")
 def detail(request: HttpRequest, pk: int) -> HttpResponse:
-    """The run's progress (polled by htmx until it ends), then its totals."""
+    """The run's progress (polled by htmx until it ends), then its totals and the
+    first rejected rows with their reasons."""
     run = get_object_or_404(ImportRun.objects.select_related("uploaded_by"), pk=pk)
-    context = {"nav": "imports", "run": run}
+    rejected_rows = []
+    if run.is_finished and run.rows_rejected:
+        rejected_rows = import_run_rejected_rows(import_run=run)
+    context = {
+        "nav": "imports", "run": run, "rejected_rows": rejected_rows,
+        "totals": import_run_totals(import_run=run),
+    }  # fmt: skip
     if request.htmx:
         html = render_to_string("imports/detail.html#progress", context, request=request)
         if run.status not in {ImportStatus.QUEUED, ImportStatus.RUNNING}:

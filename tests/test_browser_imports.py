@@ -31,7 +31,7 @@ def test_importer_uploads_maps_watches_progress_and_downloads_rejected_rows(
     settings.IMPORT_CHUNK_ROWS = 10  # several chunks: the bar moves
     lines = ["identity,Name,Score,Comment"]
     lines += [f"b{n},Person {n},{n}.5,hello" for n in range(ROWS)]
-    lines[8] = "b7,=Mallory,lots,@evil"  # the one bad row (spreadsheet row 9)
+    lines[8] = "b7,=Mallory,lots,@evil"  # the one bad row (data row 8)
     path = tmp_path / "customers.csv"
     path.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
 
@@ -42,7 +42,7 @@ def test_importer_uploads_maps_watches_progress_and_downloads_rejected_rows(
     page.get_by_role("button", name="Upload and preview").click()
 
     expect(page.get_by_role("heading", name="Map the columns of “customers.csv”")).to_be_visible()
-    expect(page.locator(".mapping-table tbody tr")).to_have_count(15)  # the preview
+    expect(page.locator(".import-preview tbody tr")).to_have_count(15)  # the preview
     page.get_by_label("Score: type").select_option("float")
     page.get_by_label("Comment: holds").select_option("ignore")
     page.get_by_role("button", name="Import").click()
@@ -61,7 +61,30 @@ def test_importer_uploads_maps_watches_progress_and_downloads_rejected_rows(
     report = Path(download.path()).read_text(encoding="utf-8-sig").splitlines()
     assert report == [
         "Error row,Error column,Error value,Error reason,identity,Name,Score,Comment",
-        "9,Score,lots,Value of 'Score': 'lots' is not a number.,b7,'=Mallory,lots,'@evil",
+        "8,Score,lots,Value of 'Score': 'lots' is not a number.,b7,'=Mallory,lots,'@evil",
     ]
     assert Profile.objects.count() == ROWS - 1
     assert "Comment" not in Profile.objects.get(identifiers__value="b1").custom
+
+
+def test_event_name_only_for_events_and_the_mapping_fits_a_phone(importer, page, tmp_path):
+    path = tmp_path / "wide.csv"
+    header = ["identity"] + [f"A rather long column name {n}<Float>" for n in range(12)]
+    path.write_text(",".join(header) + "\n" + ",".join(["u1"] + ["1.5"] * 12) + "\n")
+    page.set_viewport_size({"width": 390, "height": 800})
+
+    browser_login(page, "importer")
+    page.goto("/imports/")
+    page.get_by_label("Profiles").check()
+    expect(page.get_by_label("Event name (for an events file)")).to_be_hidden()
+    page.get_by_role("radio", name="Events").check()
+    expect(page.get_by_label("Event name (for an events file)")).to_be_visible()
+    page.get_by_label("Profiles").check()
+    page.locator("#id_file").set_input_files(str(path))
+    page.get_by_role("button", name="Upload and preview").click()
+
+    expect(page.locator(".mapping-column")).to_have_count(13)  # one card per column
+    expect(page.get_by_label("A rather long column name 3<Float>: save as")).to_be_visible()
+    expect(page.locator(".mapping-column").nth(1)).to_contain_text("Detected: Float")
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0  # the wide preview scrolls inside its card, not the page

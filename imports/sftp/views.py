@@ -131,6 +131,14 @@ def source_trust_key(request: HttpRequest, pk: int) -> HttpResponse:
 @permission_required("imports.change_sftpsource")
 def source_run_now(request: HttpRequest, pk: int) -> HttpResponse:
     source = _source_or_404(pk)
+    if not source.host_key_fingerprint:
+        # A poll would only fail: it never connects to a server whose key nobody checked.
+        messages.error(
+            request,
+            "Trust the server's host key first: test the connection, compare the "
+            "fingerprint with the server's, then trust it.",
+        )
+        return redirect("imports:sftp:detail", pk=source.pk)
     sftp_source_poll_enqueue(source=source)
     messages.success(request, "Poll queued: the run appears below when a worker picks it up.")
     return redirect("imports:sftp:detail", pk=source.pk)

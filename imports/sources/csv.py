@@ -13,7 +13,8 @@
 - Cells are data, never formulas: `=1+1` is imported as the text "=1+1".
   Only exports neutralise them (config.csvsafe).
 
-Row numbers are spreadsheet row numbers: the header is row 1.
+Row numbers are spreadsheet row numbers: the header is row 1. People are shown
+data row numbers, counting from 1 under the header (see header_row_number).
 """
 
 from __future__ import annotations
@@ -284,6 +285,17 @@ def iter_rows(binary: BinaryIO, encoding: str, delimiter: str) -> Iterator[tuple
             header_seen = True
             continue
         yield number, cells
+
+
+def header_row_number(binary: BinaryIO, encoding: str, delimiter: str) -> int:
+    """The spreadsheet row number of the header (the first non-blank row); 1 when none.
+
+    Data row N, as the mapping preview and the rejected-rows report number rows,
+    is spreadsheet row `header row + N`."""
+    for number, cells in _records(binary, encoding, delimiter):
+        if not _is_blank(cells):
+            return number
+    return 1
 
 
 def inspect(binary: BinaryIO) -> CsvInfo:

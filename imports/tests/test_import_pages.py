@@ -206,7 +206,7 @@ def test_rejected_rows_download_is_formula_safe(importer_client, finished_run):
     assert response["Content-Disposition"] == 'attachment; filename="people-rejected-rows.csv"'
     assert response.content.decode("utf-8-sig").splitlines() == [
         "Error row,Error column,Error value,Error reason,identity,Name,Score",
-        "3,Score,x,Value of 'Score': 'x' is not a number.,u2,'=Bob,x",
+        "2,Score,x,Value of 'Score': 'x' is not a number.,u2,'=Bob,x",
     ]
 
 

@@ -132,7 +132,7 @@ def test_leading_formula_characters_are_imported_as_data_and_neutralised_in_expo
     report = run.rejected_rows_csv().decode("utf-8-sig").splitlines()
     assert report[0] == "Error row,Error column,Error value,Error reason,identity,Name,Note,Phone"
     assert report[1] == (
-        "3,Phone,not-a-phone,Profile data is incorrect. Phone is not valid.,"
+        "2,Phone,not-a-phone,Profile data is incorrect. Phone is not valid.,"
         'u2,\'-5 degrees,"\'=HYPERLINK(""x"")",not-a-phone'
     )
 

@@ -210,3 +210,32 @@ def test_delete_removes_source_and_schedule(importer_client, source):
     assert response.status_code == 302
     assert not SftpSource.objects.exists()
     assert not PeriodicTask.objects.filter(pk=task_id).exists()
+
+
+def test_run_now_is_refused_until_the_host_key_is_trusted(
+    importer_client, source, django_capture_on_commit_callbacks
+):
+    SftpSource.objects.filter(pk=source.pk).update(host_key_fingerprint="")
+    detail = reverse("imports:sftp:detail", args=[source.pk])
+    html = importer_client.get(detail).content.decode()
+    assert 'disabled aria-describedby="run-now-why">Run now' in html
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = importer_client.post(reverse("imports:sftp:run", args=[source.pk]), follow=True)
+    assert callbacks == []  # nothing queued
+    assert "Trust the server&#x27;s host key first" in response.content.decode()
+
+
+def test_a_file_imported_with_rejected_rows_says_so(importer_client, source):
+    from imports.services import import_run_create, import_run_execute
+
+    import_run = import_run_create(
+        kind="profiles", file_name="people.csv", content=b"identity,N\nu-1,a\n,b\n", origin="sftp"
+    )
+    import_run_execute(import_run_id=import_run.pk)
+    run = SftpRun.objects.create(source=source, status="done", files_seen=1, files_imported=1)
+    SftpFile.objects.create(
+        source=source, path="/incoming/people.csv", size=13, mtime=1, run=run,
+        status="imported", import_run=import_run,
+    )  # fmt: skip
+    html = importer_client.get(reverse("imports:sftp:detail", args=[source.pk])).content.decode()
+    assert "Imported with 1 rejected row<" in html
