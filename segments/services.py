@@ -182,7 +182,7 @@ def segment_export_run(*, export_id: int) -> SegmentExport | None:
     """
     claimed = SegmentExport.objects.filter(
         pk=export_id, status__in=[ExportStatus.PENDING, ExportStatus.RUNNING]
-    ).update(status=ExportStatus.RUNNING, rows_done=0, error="")
+    ).update(status=ExportStatus.RUNNING, rows_done=0, error="", heartbeat_at=timezone.now())
     if claimed != 1:
         return None
     export = SegmentExport.objects.select_related("segment").get(pk=export_id)
@@ -214,7 +214,9 @@ def segment_export_run(*, export_id: int) -> SegmentExport | None:
                     )
                 done += len(batch)
                 last_pk = batch[-1].pk
-                SegmentExport.objects.filter(pk=export.pk).update(rows_done=done)
+                SegmentExport.objects.filter(pk=export.pk).update(
+                    rows_done=done, heartbeat_at=timezone.now()
+                )
             text.flush()
             handle.seek(0)
             if export.file:
