@@ -69,5 +69,7 @@ def _stale_import_run_ids(cutoff):
 # A run whose worker died resumes after its last committed chunk (its claim
 # takes over a RUNNING run with a stale heartbeat).
 register_recoverable_job(
-    "import run", stale_ids=_stale_import_run_ids, resume=lambda run_id: import_run_task.delay(run_id)
+    "import run",
+    stale_ids=_stale_import_run_ids,
+    resume=lambda run_id: import_run_task.delay(run_id),
 )
