@@ -8,6 +8,7 @@ import logging
 import tempfile
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files import File
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
@@ -21,6 +22,10 @@ from segments.models import SYSTEM_DEFINITIONS, ExportStatus, Segment, SegmentEx
 logger = logging.getLogger(__name__)
 
 EXPORT_BATCH = 2000
+
+
+def export_batch() -> int:
+    return int(getattr(settings, "SEGMENT_EXPORT_BATCH", EXPORT_BATCH))
 MAX_NAME = 200
 
 
@@ -199,7 +204,7 @@ def segment_export_run(*, export_id: int) -> SegmentExport | None:
                 batch = list(
                     members.filter(pk__gt=last_pk)
                     .order_by("pk")
-                    .prefetch_related("identifiers")[:EXPORT_BATCH]
+                    .prefetch_related("identifiers")[: export_batch()]
                 )
                 if not batch:
                     break
