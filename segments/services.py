@@ -26,6 +26,8 @@ EXPORT_BATCH = 2000
 
 def export_batch() -> int:
     return int(getattr(settings, "SEGMENT_EXPORT_BATCH", EXPORT_BATCH))
+
+
 MAX_NAME = 200
 
 
