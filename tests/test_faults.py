@@ -5,12 +5,17 @@ nothing lost and nothing written twice."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -179,3 +184,77 @@ def test_a_segment_export_cut_off_by_a_killed_worker_finishes(worker_processes, 
         lines = handle.read().decode().splitlines()
     assert len(lines) == people + 1  # the header, then each person once
     assert len(set(lines[1:])) == people
+
+
+# --- the web server: bounded connections, a clear 503 when the database is gone -------
+
+
+class Gunicorn:
+    def __init__(self, database_url: str, log: Path, workers: int = 3) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        with log.open("wb") as output:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "config.wsgi:application",
+                 "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers)],
+                cwd=BASE_DIR, env={**os.environ, "DATABASE_URL": database_url},
+                stdout=output, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        self.base = f"http://127.0.0.1:{self.port}"
+        _wait(lambda: self.get("/healthz")[0] != 0, seconds=120, what="gunicorn")
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
+        request = urllib.request.Request(self.base + path, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.headers.get("Content-Type", ""), response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers.get("Content-Type", ""), error.read()
+        except OSError:
+            return 0, "", b""
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+
+
+def _backends() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
+def test_bursts_of_requests_keep_the_connection_count_bounded(transactional_db, tmp_path):
+    workers = 3
+    server = Gunicorn(_test_database_url(), tmp_path / "web.log", workers=workers)
+    try:
+        counts = []
+        for _ in range(2):
+            with ThreadPoolExecutor(max_workers=60) as pool:
+                statuses = list(pool.map(lambda _: server.get("/healthz")[0], range(60)))
+            assert statuses == [200] * 60
+            counts.append(_backends())
+        # Sync workers hold one connection each at most, however many requests came.
+        assert all(count <= workers for count in counts), counts
+    finally:
+        server.stop()
+
+
+def test_a_refused_database_answers_the_api_with_json_503(transactional_db, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]  # nothing listens there once closed
+    server = Gunicorn(f"postgres://postgres@127.0.0.1:{closed_port}/nowhere", tmp_path / "w.log")
+    try:
+        status, content_type, body = server.get(
+            "/1/profile.json?identity=someone",
+            headers={"X-CleverTap-Account-Id": "A", "X-CleverTap-Passcode": "P"},
+        )
+        assert status == 503 and content_type.startswith("application/json"), body
+        assert json.loads(body)["status"] == "fail"
+    finally:
+        server.stop()
