@@ -26,6 +26,11 @@ from config.jobs import jobs_recover
 from imports.models import ImportRun
 from imports.services import import_run_create, import_run_start
 from imports.tests.csv_fixtures import ensure_role_groups, use_temporary_media
+from imports.tests.sftp_server import (  # noqa: F401 — fixtures
+    make_sftp_source,
+    sftp_client_key,
+    sftp_server,
+)
 from profiles.ingest import ingest_records
 from profiles.models import Event, Profile, Source
 from profiles.services import Actor
@@ -258,3 +263,41 @@ def test_a_refused_database_answers_the_api_with_json_503(transactional_db, tmp_
         assert json.loads(body)["status"] == "fail"
     finally:
         server.stop()
+
+
+def test_an_sftp_poll_cut_off_by_a_killed_worker_finishes_once(
+    worker_processes,
+    sftp_server,
+    make_sftp_source,
+    settings,
+    tmp_path,  # noqa: F811
+):
+    from imports.models import SftpFile, SftpRun
+    from imports.sftp.tasks import sftp_poll_source_task
+
+    use_temporary_media(settings, tmp_path)
+    rows = 6000
+    sftp_server.put(
+        "incoming/people.csv",
+        "identity,Name\n" + "".join(f"f{n},Person {n}\n" for n in range(rows)),
+    )
+    source = make_sftp_source(sftp_server)
+    sftp_poll_source_task.delay(source.pk, "manual")
+    first = worker_processes(IMPORT_CHUNK_ROWS="40", SFTP_SETTLE_SECONDS="0.2")
+    _wait(
+        lambda: ImportRun.objects.filter(rows_done__gte=400).exists(),
+        seconds=120,
+        what="the SFTP file's first chunks",
+    )
+    first.kill()
+    assert ImportRun.objects.get().status == "running"  # really mid-poll
+
+    worker_processes(IMPORT_CHUNK_ROWS="40", SFTP_SETTLE_SECONDS="0.2")
+    _recover_until(lambda: SftpRun.objects.filter(source=source, status="done").exists())
+
+    ledger = SftpFile.objects.get(source=source)
+    assert ledger.status == "imported", ledger.error
+    imported = ImportRun.objects.get()  # one import of the file, resumed, not a second one
+    assert (imported.status, imported.rows_done, imported.profiles_created) == ("done", rows, rows)
+    assert Profile.objects.count() == rows
+    assert sftp_server.files("incoming/processed") == ["people.csv", "people.csv.result.csv"]
