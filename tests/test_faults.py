@@ -267,10 +267,10 @@ def test_a_refused_database_answers_the_api_with_json_503(transactional_db, tmp_
 
 def test_an_sftp_poll_cut_off_by_a_killed_worker_finishes_once(
     worker_processes,
-    sftp_server,
-    make_sftp_source,
+    sftp_server,  # noqa: F811 — the fixture imported above
+    make_sftp_source,  # noqa: F811
     settings,
-    tmp_path,  # noqa: F811
+    tmp_path,
 ):
     from imports.models import SftpFile, SftpRun
     from imports.sftp.tasks import sftp_poll_source_task
