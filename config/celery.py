@@ -7,3 +7,5 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("userprofiles")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# The crash-recovery sweep lives outside the apps (config is not an app).
+app.autodiscover_tasks(lambda: ["config"], related_name="jobs")

@@ -172,57 +172,95 @@ def _python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
+WEB_WORKERS = int(os.environ.get("WEB_WORKERS", "3"))
+# How long a stopping worker may finish the task in hand before it is cut off
+# (an import cut off resumes from its last committed chunk on the next start).
+STOP_GRACE_SECONDS = int(os.environ.get("STOP_GRACE_SECONDS", "30"))
+RESTART_DELAY_SECONDS = 2
+
+
+def service_commands(port: str) -> dict[str, list[str]]:
+    """What `make run` serves: gunicorn (sync workers, one database connection
+    each at most, static files through WhiteNoise), the Celery worker and beat."""
+    return {
+        "web": _python(
+            "-m", "gunicorn", "config.wsgi:application",
+            "--bind", f"127.0.0.1:{port}",
+            "--workers", str(WEB_WORKERS),
+            "--worker-class", "sync",
+            "--timeout", "120",
+            "--graceful-timeout", str(STOP_GRACE_SECONDS),
+            "--access-logfile", "-",
+        ),
+        "worker": _python(
+            "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO", "--concurrency", "2"
+        ),
+        "beat": _python(
+            "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
+            "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler",
+        ),
+    }  # fmt: skip
+
+
+def _start(command: list[str]) -> subprocess.Popen:
+    # A session of its own: Ctrl-C reaches the launcher only, which then stops
+    # each process the gentle way (no KeyboardInterrupt traceback from beat).
+    return subprocess.Popen(command, start_new_session=True)
+
+
+def _stop_all(processes: dict[str, subprocess.Popen]) -> None:
+    """SIGTERM: gunicorn finishes the requests in hand, the Celery worker does a
+    warm shutdown (the task in hand finishes), beat exits. Whatever is still
+    running after the grace period is killed."""
+    for process in processes.values():
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS + 5
+    for name, process in processes.items():
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _log(f"{name} did not stop within {STOP_GRACE_SECONDS}s; killing it")
+            process.kill()
+            process.wait()
+
+
+def supervise(commands: dict[str, list[str]], *, banner: str = "") -> int:
+    """Run the processes until SIGINT/SIGTERM; one that dies is started again,
+    so a killed worker does not take the web server down."""
+    processes = {name: _start(command) for name, command in commands.items()}
+    if banner:
+        _log(banner)
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping:
+        for name, process in processes.items():
+            if process.poll() is not None and not stopping:
+                _log(f"{name} exited with {process.returncode}; starting it again")
+                time.sleep(RESTART_DELAY_SECONDS)
+                if not stopping:
+                    processes[name] = _start(commands[name])
+        time.sleep(0.5)
+    _log("stopping (the tasks in hand finish first)")
+    _stop_all(processes)
+    return 0
+
+
 def run_all(port: str) -> int:
     """Migrate, seed on first run, then serve web + worker + beat until Ctrl-C."""
     manage = str(BASE_DIR / "manage.py")
     subprocess.run(_python(manage, "migrate", "--noinput"), check=True)
     subprocess.run(_python(manage, "bootstrap_demo"), check=True)
-    processes = {
-        "web": subprocess.Popen(_python(manage, "runserver", f"127.0.0.1:{port}", "--noreload")),
-        "worker": subprocess.Popen(
-            _python(
-                "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO", "--concurrency", "2"
-            )
-        ),
-        "beat": subprocess.Popen(
-            _python(
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "beat",
-                "--loglevel",
-                "INFO",
-                "--scheduler",
-                "django_celery_beat.schedulers:DatabaseScheduler",
-            )
-        ),
-    }
-    _log(f"dashboard on http://127.0.0.1:{port}/ — Ctrl-C stops everything")
-
-    def stop(*_: object) -> None:
-        for process in processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    exit_code = 0
-    try:
-        while all(process.poll() is None for process in processes.values()):
-            time.sleep(0.5)
-        for name, process in processes.items():
-            if process.poll() not in (None, 0, -signal.SIGTERM):
-                _log(f"{name} exited with {process.returncode}; stopping the others")
-                exit_code = 1
-    finally:
-        stop()
-        for process in processes.values():
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-    return exit_code
+    return supervise(
+        service_commands(port),
+        banner=f"dashboard on http://127.0.0.1:{port}/ — Ctrl-C stops everything",
+    )
 
 
 def main(argv: list[str]) -> int:

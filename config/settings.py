@@ -173,6 +173,20 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * 60 * 60}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
+# Crash recovery (config/jobs.py): a RUNNING job whose heartbeat stood still
+# this long lost its worker; beat's sweep enqueues it again from its checkpoint.
+JOB_HEARTBEAT_STALE_SECONDS = int(os.environ.get("JOB_HEARTBEAT_STALE_SECONDS", "45"))
+JOB_RECOVERY_INTERVAL_SECONDS = int(os.environ.get("JOB_RECOVERY_INTERVAL_SECONDS", "30"))
+IMPORT_HEARTBEAT_STALE_SECONDS = JOB_HEARTBEAT_STALE_SECONDS
+IMPORT_CHUNK_ROWS = int(os.environ.get("IMPORT_CHUNK_ROWS", "5000"))
+SEGMENT_EXPORT_BATCH = int(os.environ.get("SEGMENT_EXPORT_BATCH", "2000"))
+CELERY_BEAT_SCHEDULE = {
+    "recover-stale-jobs": {
+        "task": "config.jobs.jobs_recover_stale",
+        "schedule": float(JOB_RECOVERY_INTERVAL_SECONDS),
+        "options": {"expires": float(JOB_RECOVERY_INTERVAL_SECONDS)},
+    },
+}
 
 # Product settings.
 # Identifier kinds that identify a person (DESIGN.md: identity, email, phone).

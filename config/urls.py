@@ -6,6 +6,7 @@ from django.urls import include, path
 from config import views
 
 handler403 = "config.views.permission_denied"
+handler500 = "config.errors.server_error"
 
 # One login form for the whole site: the admin's own would be a second door.
 admin.site.login = login_required(admin.site.login)

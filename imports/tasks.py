@@ -9,7 +9,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerError
 
-from imports.models import ImportStatus
+from config.jobs import register_recoverable_job
+from imports.models import ImportOrigin, ImportRun, ImportStatus
 from imports.services import import_run_execute, import_run_fail, stale_after
 from imports.sftp.tasks import *  # noqa: F403 — autodiscovery loads tasks.py only
 from profiles.bulk import BulkConflict
@@ -53,3 +54,22 @@ def import_run_task(self, import_run_id: int) -> str:
     if run.status == ImportStatus.RUNNING:  # another worker holds it; is it alive?
         raise self.retry(countdown=int(stale_after().total_seconds()) + 5)
     return f"{run.status}: {run.rows_done} rows, {run.rows_rejected} rejected"
+
+
+def _stale_import_run_ids(cutoff):
+    # Runs of an SFTP file are resumed by the SFTP poll recovered with them,
+    # which then also moves the file and writes its result.
+    return (
+        ImportRun.objects.filter(status=ImportStatus.RUNNING, heartbeat_at__lt=cutoff)
+        .exclude(origin=ImportOrigin.SFTP)
+        .values_list("pk", flat=True)
+    )
+
+
+# A run whose worker died resumes after its last committed chunk (its claim
+# takes over a RUNNING run with a stale heartbeat).
+register_recoverable_job(
+    "import run",
+    stale_ids=_stale_import_run_ids,
+    resume=lambda run_id: import_run_task.delay(run_id),
+)

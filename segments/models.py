@@ -62,6 +62,8 @@ class SegmentExport(models.Model):
     rows_done = models.BigIntegerField(default=0)
     file = models.FileField(upload_to="segment-exports/", blank=True, default="")
     error = models.TextField(blank=True, default="")
+    # Moves while a worker writes the file; a stale one means the worker died.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -8,6 +8,7 @@ import logging
 import tempfile
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files import File
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
@@ -21,6 +22,12 @@ from segments.models import SYSTEM_DEFINITIONS, ExportStatus, Segment, SegmentEx
 logger = logging.getLogger(__name__)
 
 EXPORT_BATCH = 2000
+
+
+def export_batch() -> int:
+    return int(getattr(settings, "SEGMENT_EXPORT_BATCH", EXPORT_BATCH))
+
+
 MAX_NAME = 200
 
 
@@ -182,7 +189,7 @@ def segment_export_run(*, export_id: int) -> SegmentExport | None:
     """
     claimed = SegmentExport.objects.filter(
         pk=export_id, status__in=[ExportStatus.PENDING, ExportStatus.RUNNING]
-    ).update(status=ExportStatus.RUNNING, rows_done=0, error="")
+    ).update(status=ExportStatus.RUNNING, rows_done=0, error="", heartbeat_at=timezone.now())
     if claimed != 1:
         return None
     export = SegmentExport.objects.select_related("segment").get(pk=export_id)
@@ -199,7 +206,7 @@ def segment_export_run(*, export_id: int) -> SegmentExport | None:
                 batch = list(
                     members.filter(pk__gt=last_pk)
                     .order_by("pk")
-                    .prefetch_related("identifiers")[:EXPORT_BATCH]
+                    .prefetch_related("identifiers")[: export_batch()]
                 )
                 if not batch:
                     break
@@ -214,7 +221,9 @@ def segment_export_run(*, export_id: int) -> SegmentExport | None:
                     )
                 done += len(batch)
                 last_pk = batch[-1].pk
-                SegmentExport.objects.filter(pk=export.pk).update(rows_done=done)
+                SegmentExport.objects.filter(pk=export.pk).update(
+                    rows_done=done, heartbeat_at=timezone.now()
+                )
             text.flush()
             handle.seek(0)
             if export.file:

@@ -1,7 +1,9 @@
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
+from config.jobs import register_recoverable_job
 from segments import services
+from segments.models import ExportStatus, SegmentExport
 
 
 @shared_task(
@@ -15,3 +17,18 @@ from segments import services
 def segment_export_task(export_id: int) -> None:
     """Write one segment export's CSV (idempotent: a re-run rewrites the file)."""
     services.segment_export_run(export_id=export_id)
+
+
+def _stale_export_ids(cutoff):
+    return SegmentExport.objects.filter(
+        status=ExportStatus.RUNNING, heartbeat_at__lt=cutoff
+    ).values_list("pk", flat=True)
+
+
+# An export whose worker died is written again from the start (the file is
+# only saved once whole, so nothing half-written is ever offered).
+register_recoverable_job(
+    "segment export",
+    stale_ids=_stale_export_ids,
+    resume=lambda export_id: segment_export_task.delay(export_id),
+)

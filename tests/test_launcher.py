@@ -4,7 +4,9 @@ and stops both when that command ends."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -168,3 +170,110 @@ def test_exec_passes_the_command_exit_code(var_dir):
         cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert completed.returncode == 3
+
+
+# --- `make run`: gunicorn, worker and beat under one supervisor -----------------------
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Live processes whose parent is `pid`: {pid: command line}."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().split(") ", 1)[1].split()
+            raw = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[1]) == pid and stat[0] != "Z":
+            found[int(entry.name)] = raw.replace(b"\0", b" ").decode(errors="replace")
+    return found
+
+
+def _child(pid: int, marker: str) -> int | None:
+    return next((child for child, command in _children(pid).items() if marker in command), None)
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+    except OSError:
+        return 0, b""
+
+
+def _wait_for(condition, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.5)
+    return result
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_serves_with_gunicorn_survives_a_killed_worker_and_stops_gently(tmp_path):
+    from django.db import connection
+
+    from imports.tests.csv_fixtures import ensure_role_groups
+
+    ensure_role_groups()  # a transactional test before may have flushed them
+    database = connection.settings_dict
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}"
+        f"/{database['NAME']}",
+        "PORT": str(port),
+        "VAR_DIR": str(tmp_path),
+        "WEB_WORKERS": "2",
+    }
+    log = tmp_path / "run.log"
+    with log.open("wb") as output:
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "config.launcher", "run"],
+            cwd=BASE_DIR, env=env, stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_for(
+            lambda: launcher.poll() is not None or _get(f"{base}/healthz")[0] == 200,
+            240,
+            "the web server",
+        )
+        assert launcher.poll() is None, log.read_text(errors="replace")[-3000:]
+        web = _child(launcher.pid, "gunicorn")
+        assert web is not None, _children(launcher.pid)
+        status, body = _get(f"{base}/static/vendor/htmx.min.js")  # WhiteNoise
+        assert status == 200 and body
+
+        worker = _wait_for(lambda: _child(launcher.pid, " worker "), 60, "the worker")
+        os.killpg(worker, signal.SIGKILL)
+        restarted = _wait_for(
+            lambda: (pid := _child(launcher.pid, " worker ")) not in (None, worker) and pid,
+            60,
+            "the worker to be started again",
+        )
+        assert restarted != worker
+        assert _get(f"{base}/healthz")[0] == 200  # the web server never went down
+        assert _child(launcher.pid, "gunicorn") == web
+
+        launcher.send_signal(signal.SIGINT)  # Ctrl-C
+        assert launcher.wait(90) == 0
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            for child in _children(launcher.pid):
+                with contextlib.suppress(OSError):
+                    os.killpg(child, signal.SIGKILL)
+    text = log.read_text(errors="replace")
+    assert "starting it again" in text
+    assert "Traceback" not in text, text[-3000:]

@@ -5,8 +5,12 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from django.db.models import Max
+from django.db.models.functions import Coalesce, Greatest
+from django.utils import timezone
 
-from imports.models import SftpRunStatus, SftpRunTrigger, SftpSource
+from config.jobs import register_recoverable_job
+from imports.models import SftpRun, SftpRunStatus, SftpRunTrigger, SftpSource
 from imports.sftp.services import SftpSourceBusy, sftp_source_poll
 
 logger = logging.getLogger(__name__)
@@ -47,3 +51,39 @@ def sftp_poll_source_task(self, source_id: int, trigger: str = SftpRunTrigger.SC
         if self.request.retries < MAX_RETRIES:
             raise self.retry(countdown=countdown)
     return f"{run.status}: {run.files_imported} imported, {run.files_failed} failed"
+
+
+def _stale_sftp_run_ids(cutoff):
+    """RUNNING polls with no sign of life since the cutoff: the run started, a
+    file's ledger row moved or the import of one of its files beat its heart."""
+    return (
+        SftpRun.objects.filter(status=SftpRunStatus.RUNNING, started_at__lt=cutoff)
+        .annotate(
+            last_sign=Greatest(
+                "started_at",
+                Coalesce(Max("files__updated_at"), "started_at"),
+                Coalesce(Max("files__import_run__heartbeat_at"), "started_at"),
+            )
+        )
+        .filter(last_sign__lt=cutoff)
+        .values_list("pk", flat=True)
+    )
+
+
+def sftp_run_resume(run_id: int) -> None:
+    """Close the dead poll and start a new one of its source: the ledger keeps
+    what was imported, and a file whose import was cut off resumes from the
+    import's checkpoint, then is moved and gets its result file."""
+    run = SftpRun.objects.filter(pk=run_id, status=SftpRunStatus.RUNNING).first()
+    if run is None:
+        return
+    closed = SftpRun.objects.filter(pk=run_id, status=SftpRunStatus.RUNNING).update(
+        status=SftpRunStatus.FAILED,
+        finished_at=timezone.now(),
+        error="The worker running this poll stopped; a new poll took over.",
+    )
+    if closed:
+        sftp_poll_source_task.delay(run.source_id, run.trigger)
+
+
+register_recoverable_job("SFTP poll", stale_ids=_stale_sftp_run_ids, resume=sftp_run_resume)

@@ -1,0 +1,303 @@
+"""Faults against real processes: a Celery worker process (prefork, its own
+session) is SIGKILLed in the middle of a job; a second worker and the recovery
+sweep (invoked as beat invokes it) must finish the job by themselves, with
+nothing lost and nothing written twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from config.celery import app
+from config.jobs import jobs_recover
+from imports.models import ImportRun
+from imports.services import import_run_create, import_run_start
+from imports.tests.csv_fixtures import ensure_role_groups, use_temporary_media
+from imports.tests.sftp_server import (  # noqa: F401 — fixtures
+    make_sftp_source,
+    sftp_client_key,
+    sftp_server,
+)
+from profiles.ingest import ingest_records
+from profiles.models import Event, Profile, Source
+from profiles.services import Actor
+from segments.models import Segment, SegmentExport
+from segments.services import segment_export_start
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+STALE_SECONDS = 3
+TEST_ACTOR = Actor(source=Source.API, label="API: fault test")
+
+
+def _test_database_url() -> str:
+    database = connection.settings_dict
+    return f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+
+
+class WorkerProcess:
+    """A real `celery worker` process on the test database and broker."""
+
+    def __init__(self, var_dir: Path, extra_env: dict[str, str]) -> None:
+        env = {
+            **os.environ,
+            "DATABASE_URL": _test_database_url(),
+            "VAR_DIR": str(var_dir),
+            "JOB_HEARTBEAT_STALE_SECONDS": str(STALE_SECONDS),
+            **extra_env,
+        }
+        log = (var_dir / f"worker-{time.monotonic_ns()}.log").open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "prefork",
+             "--concurrency", "1", "--loglevel", "INFO", "--without-mingle",
+             "--without-gossip"],
+            cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool children: no warm shutdown, no ack."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def worker_processes(tmp_path, settings) -> Iterator[Callable[..., WorkerProcess]]:
+    settings.JOB_HEARTBEAT_STALE_SECONDS = STALE_SECONDS
+    settings.IMPORT_HEARTBEAT_STALE_SECONDS = STALE_SECONDS
+    app.conf.task_always_eager = False
+    with app.connection_for_write() as broker:
+        broker.default_channel.queue_purge("celery")
+    started: list[WorkerProcess] = []
+
+    def start(**extra_env: str) -> WorkerProcess:
+        worker = WorkerProcess(tmp_path, extra_env)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def _wait(condition: Callable[[], bool], *, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def _recover_until(finished: Callable[[], bool], *, seconds: float = 240) -> None:
+    """Beat's sweep, every second instead of every 30, until the job finished."""
+    deadline = time.monotonic() + seconds
+    while not finished():
+        if time.monotonic() > deadline:
+            pytest.fail("the job was not recovered")
+        jobs_recover()
+        time.sleep(1)
+
+
+def test_an_import_cut_off_by_a_killed_worker_finishes_once(worker_processes, tmp_path, settings):
+    ensure_role_groups()
+    use_temporary_media(settings, tmp_path)
+    rows = 6000
+    lines = [f"p{n % 300};{1_700_000_000 + n};{n}" for n in range(rows)]
+    content = ("identity;ts;Amount\n" + "\n".join(lines) + "\n").encode()
+    run = import_run_create(
+        kind="events", file_name="charged.csv", content=content, event_name="Charged",
+        origin="web",
+        mapping={"columns": [{"role": "identity"}, {"role": "ts"},
+                             {"role": "property", "name": "Amount", "type": "integer"}]},
+    )  # fmt: skip
+    if run.status == "pending":
+        import_run_start(import_run=run)
+    first = worker_processes(IMPORT_CHUNK_ROWS="40")
+    _wait(
+        lambda: ImportRun.objects.get(pk=run.pk).rows_done >= 400,
+        seconds=120,
+        what="the first chunks",
+    )
+    first.kill()
+    cut_off = ImportRun.objects.get(pk=run.pk)
+    assert cut_off.status == "running" and cut_off.rows_done < rows  # really mid-import
+
+    worker_processes(IMPORT_CHUNK_ROWS="40")
+    _recover_until(lambda: ImportRun.objects.get(pk=run.pk).is_finished)
+
+    run = ImportRun.objects.get(pk=run.pk)
+    assert run.status == "done", run.error
+    assert run.rows_done == rows and run.attempts >= 2
+    events = Event.objects.filter(name="Charged")
+    assert events.count() == rows  # nothing lost, nothing doubled
+    assert sorted(events.values_list("properties__Amount", flat=True)) == list(range(rows))
+    assert Profile.objects.count() == 300
+
+
+def test_a_segment_export_cut_off_by_a_killed_worker_finishes(worker_processes, settings, tmp_path):
+    use_temporary_media(settings, tmp_path)
+    people = 1500
+    result = ingest_records(
+        [{"type": "profile", "identity": f"s{n}", "profileData": {"Name": f"Person {n}"}}
+         for n in range(people)],
+        actor=TEST_ACTOR,
+    )  # fmt: skip
+    assert not result.refusals
+    segment = Segment.objects.create(name="Everyone", definition={"all": []})
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_user("exporter", password="x")
+    export = segment_export_start(segment=segment, properties=["Name"], user=user)
+
+    first = worker_processes(SEGMENT_EXPORT_BATCH="3")
+    _wait(
+        lambda: SegmentExport.objects.get(pk=export.pk).rows_done >= 60,
+        seconds=120,
+        what="the first batches",
+    )
+    first.kill()
+    assert SegmentExport.objects.get(pk=export.pk).status == "running"
+
+    worker_processes(SEGMENT_EXPORT_BATCH="500")
+    _recover_until(lambda: SegmentExport.objects.get(pk=export.pk).status in {"done", "failed"})
+
+    export = SegmentExport.objects.get(pk=export.pk)
+    assert export.status == "done", export.error
+    with export.file.open("rb") as handle:
+        lines = handle.read().decode().splitlines()
+    assert len(lines) == people + 1  # the header, then each person once
+    assert len(set(lines[1:])) == people
+
+
+# --- the web server: bounded connections, a clear 503 when the database is gone -------
+
+
+class Gunicorn:
+    def __init__(self, database_url: str, log: Path, workers: int = 3) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        with log.open("wb") as output:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "config.wsgi:application",
+                 "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers)],
+                cwd=BASE_DIR, env={**os.environ, "DATABASE_URL": database_url},
+                stdout=output, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        self.base = f"http://127.0.0.1:{self.port}"
+        _wait(lambda: self.get("/healthz")[0] != 0, seconds=120, what="gunicorn")
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
+        request = urllib.request.Request(self.base + path, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.headers.get("Content-Type", ""), response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers.get("Content-Type", ""), error.read()
+        except OSError:
+            return 0, "", b""
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+
+
+def _backends() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
+def test_bursts_of_requests_keep_the_connection_count_bounded(transactional_db, tmp_path):
+    workers = 3
+    server = Gunicorn(_test_database_url(), tmp_path / "web.log", workers=workers)
+    try:
+        counts = []
+        for _ in range(2):
+            with ThreadPoolExecutor(max_workers=60) as pool:
+                statuses = list(pool.map(lambda _: server.get("/healthz")[0], range(60)))
+            assert statuses == [200] * 60
+            counts.append(_backends())
+        # Sync workers hold one connection each at most, however many requests came.
+        assert all(count <= workers for count in counts), counts
+    finally:
+        server.stop()
+
+
+def test_a_refused_database_answers_the_api_with_json_503(transactional_db, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]  # nothing listens there once closed
+    server = Gunicorn(f"postgres://postgres@127.0.0.1:{closed_port}/nowhere", tmp_path / "w.log")
+    try:
+        status, content_type, body = server.get(
+            "/1/profile.json?identity=someone",
+            headers={"X-CleverTap-Account-Id": "A", "X-CleverTap-Passcode": "P"},
+        )
+        assert status == 503 and content_type.startswith("application/json"), body
+        assert json.loads(body)["status"] == "fail"
+    finally:
+        server.stop()
+
+
+def test_an_sftp_poll_cut_off_by_a_killed_worker_finishes_once(
+    worker_processes,
+    sftp_server,  # noqa: F811 — the fixture imported above
+    make_sftp_source,  # noqa: F811
+    settings,
+    tmp_path,
+):
+    from imports.models import SftpFile, SftpRun
+    from imports.sftp.tasks import sftp_poll_source_task
+
+    use_temporary_media(settings, tmp_path)
+    rows = 6000
+    sftp_server.put(
+        "incoming/people.csv",
+        "identity,Name\n" + "".join(f"f{n},Person {n}\n" for n in range(rows)),
+    )
+    source = make_sftp_source(sftp_server)
+    sftp_poll_source_task.delay(source.pk, "manual")
+    first = worker_processes(IMPORT_CHUNK_ROWS="40", SFTP_SETTLE_SECONDS="0.2")
+    _wait(
+        lambda: ImportRun.objects.filter(rows_done__gte=400).exists(),
+        seconds=120,
+        what="the SFTP file's first chunks",
+    )
+    first.kill()
+    assert ImportRun.objects.get().status == "running"  # really mid-poll
+
+    worker_processes(IMPORT_CHUNK_ROWS="40", SFTP_SETTLE_SECONDS="0.2")
+    _recover_until(lambda: SftpRun.objects.filter(source=source, status="done").exists())
+
+    ledger = SftpFile.objects.get(source=source)
+    assert ledger.status == "imported", ledger.error
+    imported = ImportRun.objects.get()  # one import of the file, resumed, not a second one
+    assert (imported.status, imported.rows_done, imported.profiles_created) == ("done", rows, rows)
+    assert Profile.objects.count() == rows
+    assert sftp_server.files("incoming/processed") == ["people.csv", "people.csv.result.csv"]
