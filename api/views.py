@@ -752,7 +752,7 @@ def disassociate(request: HttpRequest, credential: ApiCredential) -> HttpRespons
     )
 
 
-# --- the schema (public: API clients and generators fetch it) and its docs page (login) ------------------------------------------------------
+# --- the schema (public: API clients fetch it) and its docs page (login) ---------------------
 
 
 @login_not_required

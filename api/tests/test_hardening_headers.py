@@ -25,7 +25,11 @@ def _templates() -> list[Path]:
     return found
 
 
-@pytest.mark.parametrize("template", _templates(), ids=lambda p: str(p.relative_to(settings.BASE_DIR)))
+def _name(template: Path) -> str:
+    return str(template.relative_to(settings.BASE_DIR))
+
+
+@pytest.mark.parametrize("template", _templates(), ids=_name)
 def test_no_template_holds_inline_script(template):
     text = template.read_text()
     assert not INLINE_SCRIPT.search(text), "move the script to static/js/"
