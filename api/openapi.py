@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
+
 from api.views import (
     CURSOR_TTL,
     DEFAULT_BATCH_SIZE,
@@ -420,6 +423,40 @@ def openapi_schema() -> dict[str, Any]:
     }
 
 
+def _with_code_spans(text: str) -> str:
+    """Markdown's `code` spans as <code>, everything else escaped."""
+    parts = escape(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick stays as it was
+        return mark_safe("`".join(parts))  # escaped above
+    return mark_safe(  # every part escaped above
+        "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
+    )
+
+
+def _shell_quoted(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _curl_example(method: str, path: str, operation: dict[str, Any]) -> str:
+    """A copy-paste call; ACCOUNT_ID and PASSCODE come from Settings → API credentials."""
+    lines = [
+        f'curl -X {method.upper()} "$BASE_URL{path}"',
+        '  -H "X-CleverTap-Account-Id: $ACCOUNT_ID"',
+        '  -H "X-CleverTap-Passcode: $PASSCODE"',
+    ]
+    body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+    if body:
+        lines.append('  -H "Content-Type: application/json"')
+        lines.append("  -d " + _shell_quoted(json.dumps(body["example"], ensure_ascii=False)))
+    else:
+        lines[0] = f'curl -G "$BASE_URL{path}"'
+        for parameter in operation.get("parameters", []):
+            if parameter["in"] == "query" and "example" in parameter:
+                pair = f"{parameter['name']}={parameter['example']}"
+                lines.append("  --data-urlencode " + _shell_quoted(pair))
+    return " \\\n".join(lines)
+
+
 def docs_context() -> dict[str, Any]:
     """The schema laid out for templates/api/docs.html (no JavaScript needed)."""
     schema = openapi_schema()
@@ -433,7 +470,8 @@ def docs_context() -> dict[str, Any]:
                     "method": method.upper(),
                     "path": path,
                     "summary": operation["summary"],
-                    "description": operation["description"],
+                    "description": _with_code_spans(operation["description"]),
+                    "curl": _curl_example(method, path, operation),
                     "parameters": [
                         p for p in operation.get("parameters", []) if p["in"] != "header"
                     ],
@@ -451,7 +489,7 @@ def docs_context() -> dict[str, Any]:
                 }
             )
     return {
-        "info": schema["info"],
+        "info": {**schema["info"], "description": _with_code_spans(schema["info"]["description"])},
         "operations": operations,
         "error_codes": ERROR_CODES,
         "http_errors": HTTP_ERRORS,

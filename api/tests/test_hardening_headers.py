@@ -95,3 +95,13 @@ def test_proxy_header_setting_is_parsed_from_the_environment():
         capture_output=True, text=True, timeout=60,
     ).stdout  # fmt: skip
     assert "('HTTP_X_FORWARDED_PROTO', 'https')" in output
+
+
+@pytest.mark.django_db
+def test_docs_page_renders_code_spans_and_a_curl_example_per_endpoint(outsider_client):
+    html = outsider_client.get("/api/docs/").content.decode()
+    assert "`" not in html.split("<h2>Endpoints</h2>")[1].split('id="authentication"')[0]
+    assert "with <code>identity</code>" in html
+    assert html.count("curl -") >= 10
+    assert 'curl -X POST &quot;$BASE_URL/1/upload&quot;' in html
+    assert "--data-urlencode &#x27;query=" in html
