@@ -103,5 +103,5 @@ def test_docs_page_renders_code_spans_and_a_curl_example_per_endpoint(outsider_c
     assert "`" not in html.split("<h2>Endpoints</h2>")[1].split('id="authentication"')[0]
     assert "with <code>identity</code>" in html
     assert html.count("curl -") >= 10
-    assert 'curl -X POST &quot;$BASE_URL/1/upload&quot;' in html
+    assert "curl -X POST &quot;$BASE_URL/1/upload&quot;" in html
     assert "--data-urlencode &#x27;query=" in html
