@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
+
 from api.views import (
     CURSOR_TTL,
     DEFAULT_BATCH_SIZE,
@@ -57,11 +60,58 @@ def _fail(code: int, error: str) -> dict[str, Any]:
     return {"status": "fail", "error": error, "code": code}
 
 
-def _json(example: Any, description: str = "") -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"example": example}},
-    }
+def _json(example: Any, description: str = "", schema: dict | None = None) -> dict[str, Any]:
+    content: dict[str, Any] = {"example": example}
+    if schema is not None:
+        content["schema"] = schema
+    return {"description": description, "content": {"application/json": content}}
+
+
+# Request-body schemas: complete enough for a client generator or a fuzzer to build
+# valid calls. Property values stay open (any JSON): the server refuses what it cannot
+# store record by record, with a code.
+_TEXT = {"type": "string"}
+_ANY_OBJECT = {"type": "object", "additionalProperties": True}
+
+
+def _list_of(item: dict[str, Any], limit: int) -> dict[str, Any]:
+    return {"type": "array", "items": item, "minItems": 1, "maxItems": limit}
+
+
+def _entries(entry: dict[str, Any], limit: int) -> dict[str, Any]:
+    """One entry, or {"d": [entry, …]}."""
+    batch = {"type": "object", "required": ["d"], "properties": {"d": _list_of(entry, limit)}}
+    return {"oneOf": [entry, batch]}
+
+
+QUERY_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "event_name": _TEXT,
+        "from": {"type": "integer", "description": "YYYYMMDD"},
+        "to": {"type": "integer", "description": "YYYYMMDD"},
+    },
+}
+UPLOAD_RECORD_SCHEMA = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {
+        "type": {"type": "string", "enum": ["event", "profile"]},
+        "identity": _TEXT,
+        "objectId": _TEXT,
+        "FBID": _TEXT,
+        "GPID": _TEXT,
+        "evtName": _TEXT,
+        "evtData": _ANY_OBJECT,
+        "profileData": _ANY_OBJECT,
+        "ts": {"type": "integer", "description": "Unix seconds"},
+    },
+}
+CONTACT_ENTRY = {
+    "type": "object",
+    "required": ["type", "value"],
+    "properties": {"type": {"type": "string", "enum": ["email", "phone"]}, "value": _TEXT},
+}
 
 
 QUERY_EXAMPLE = {"event_name": "Charged", "from": 20240101, "to": 20240131}
@@ -182,7 +232,7 @@ def _query_operation(kind: str, record: dict[str, Any]) -> dict[str, Any]:
                     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH_SIZE},
                 },
             ],
-            "requestBody": _json(QUERY_EXAMPLE, "The query"),
+            "requestBody": _json(QUERY_EXAMPLE, "The query", QUERY_SCHEMA),
             "responses": {
                 "200": _json({"status": "success", "cursor": "Zq4b…Tx"}, "The first cursor"),
                 **COMMON_ERRORS,
@@ -200,7 +250,9 @@ def _count_operation(kind: str) -> dict[str, Any]:
                 "answers with a request id to poll; this server counts at once)."
             ),
             "parameters": AUTH_HEADERS,
-            "requestBody": _json(QUERY_EXAMPLE, "The query (an empty body counts all)"),
+            "requestBody": _json(
+                QUERY_EXAMPLE, "The query (an empty body counts all)", QUERY_SCHEMA
+            ),
             "responses": {"200": _json({"status": "success", "count": 42}), **COMMON_ERRORS},
         }
     }
@@ -248,7 +300,15 @@ def openapi_schema() -> dict[str, Any]:
                         "`unprocessed` with their code and the original record."
                     ),
                     "parameters": AUTH_HEADERS,
-                    "requestBody": _json(UPLOAD_EXAMPLE, "Records"),
+                    "requestBody": _json(
+                        UPLOAD_EXAMPLE,
+                        "Records",
+                        {
+                            "type": "object",
+                            "required": ["d"],
+                            "properties": {"d": _list_of(UPLOAD_RECORD_SCHEMA, MAX_UPLOAD_RECORDS)},
+                        },
+                    ),
                     "responses": {
                         "200": _json(PARTIAL_EXAMPLE, "Per-record results: success/partial/fail"),
                         **COMMON_ERRORS,
@@ -290,7 +350,18 @@ def openapi_schema() -> dict[str, Any]:
                         "profiles. Values with no profile come back in `unprocessed` (code 404)."
                     ),
                     "parameters": AUTH_HEADERS,
-                    "requestBody": _json({"identity": ["u1", "u2"]}),
+                    "requestBody": _json(
+                        {"identity": ["u1", "u2"]},
+                        "Who to delete",
+                        {
+                            "type": "object",
+                            "properties": {
+                                key: {"oneOf": [_TEXT, _list_of(_TEXT, MAX_DELETE_VALUES)]}
+                                for key in ("identity", "guid")
+                            },
+                            "minProperties": 1,
+                        },
+                    ),
                     "responses": {"200": _json(BATCH_RESULT), **COMMON_ERRORS},
                 }
             },
@@ -308,7 +379,22 @@ def openapi_schema() -> dict[str, Any]:
                     ),
                     "parameters": AUTH_HEADERS,
                     "requestBody": _json(
-                        {"type": "email", "value": "ann@example.com", "status": "Unsubscribe"}
+                        {"type": "email", "value": "ann@example.com", "status": "Unsubscribe"},
+                        "One entry or a batch",
+                        _entries(
+                            {
+                                **CONTACT_ENTRY,
+                                "required": ["type", "value", "status"],
+                                "properties": {
+                                    **CONTACT_ENTRY["properties"],
+                                    "status": {
+                                        "type": "string",
+                                        "enum": ["Unsubscribe", "Resubscribe"],
+                                    },
+                                },
+                            },
+                            MAX_SUBSCRIBE_ENTRIES,
+                        ),
                     ),
                     "responses": {"200": _json(BATCH_RESULT), **COMMON_ERRORS},
                 }
@@ -323,7 +409,11 @@ def openapi_schema() -> dict[str, Any]:
                         "identifier)."
                     ),
                     "parameters": AUTH_HEADERS,
-                    "requestBody": _json({"type": "phone", "value": "+14155551234"}),
+                    "requestBody": _json(
+                        {"type": "phone", "value": "+14155551234"},
+                        "One entry or a batch",
+                        _entries(CONTACT_ENTRY, MAX_SUBSCRIBE_ENTRIES),
+                    ),
                     "responses": {"200": _json(BATCH_RESULT), **COMMON_ERRORS},
                 }
             },
@@ -331,6 +421,40 @@ def openapi_schema() -> dict[str, Any]:
         "x-record-error-codes": {str(code): text for code, text in ERROR_CODES},
         "x-reserved-event-names": sorted(RESERVED_EVENT_NAMES),
     }
+
+
+def _with_code_spans(text: str) -> str:
+    """Markdown's `code` spans as <code>, everything else escaped."""
+    parts = escape(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick stays as it was
+        return mark_safe("`".join(parts))  # escaped above
+    return mark_safe(  # every part escaped above
+        "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
+    )
+
+
+def _shell_quoted(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _curl_example(method: str, path: str, operation: dict[str, Any]) -> str:
+    """A copy-paste call; ACCOUNT_ID and PASSCODE come from Settings → API credentials."""
+    lines = [
+        f'curl -X {method.upper()} "$BASE_URL{path}"',
+        '  -H "X-CleverTap-Account-Id: $ACCOUNT_ID"',
+        '  -H "X-CleverTap-Passcode: $PASSCODE"',
+    ]
+    body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+    if body:
+        lines.append('  -H "Content-Type: application/json"')
+        lines.append("  -d " + _shell_quoted(json.dumps(body["example"], ensure_ascii=False)))
+    else:
+        lines[0] = f'curl -G "$BASE_URL{path}"'
+        for parameter in operation.get("parameters", []):
+            if parameter["in"] == "query" and "example" in parameter:
+                pair = f"{parameter['name']}={parameter['example']}"
+                lines.append("  --data-urlencode " + _shell_quoted(pair))
+    return " \\\n".join(lines)
 
 
 def docs_context() -> dict[str, Any]:
@@ -346,7 +470,8 @@ def docs_context() -> dict[str, Any]:
                     "method": method.upper(),
                     "path": path,
                     "summary": operation["summary"],
-                    "description": operation["description"],
+                    "description": _with_code_spans(operation["description"]),
+                    "curl": _curl_example(method, path, operation),
                     "parameters": [
                         p for p in operation.get("parameters", []) if p["in"] != "header"
                     ],
@@ -364,7 +489,7 @@ def docs_context() -> dict[str, Any]:
                 }
             )
     return {
-        "info": schema["info"],
+        "info": {**schema["info"], "description": _with_code_spans(schema["info"]["description"])},
         "operations": operations,
         "error_codes": ERROR_CODES,
         "http_errors": HTTP_ERRORS,

@@ -752,7 +752,7 @@ def disassociate(request: HttpRequest, credential: ApiCredential) -> HttpRespons
     )
 
 
-# --- the schema and its docs page (public) ------------------------------------------------------
+# --- the schema (public: API clients fetch it) and its docs page (login) ---------------------
 
 
 @login_not_required
@@ -763,7 +763,6 @@ def openapi_json(request: HttpRequest) -> HttpResponse:
     return JsonResponse(openapi_schema(), json_dumps_params={"indent": 2})
 
 
-@login_not_required
 @require_GET
 def docs(request: HttpRequest) -> HttpResponse:
     from api.openapi import docs_context  # openapi.py reads this module's limits

@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "django_filters",
     "django_celery_beat",
     "axes",
+    "csp",
     "profiles",
     "segments",
     "imports",
@@ -87,6 +88,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     # Last, as django-axes asks: it answers a locked-out login with the lockout page.
     "axes.middleware.AxesMiddleware",
@@ -156,6 +158,42 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+
+# Content-Security-Policy (django-csp): scripts and styles only from our own static
+# files, so an injected <script> or on*= attribute does not run. Templates hold no
+# inline script (tests/test_security_headers.py scans them); JSON for scripts travels
+# in json_script blocks, which are data, not code.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        # style="width: 40%" on progress bars and chart swatches: attributes only, no
+        # <style> elements; a style attribute cannot run script.
+        "style-src-attr": ["'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}
+
+# Behind TLS (a proxy that terminates HTTPS), set these from the environment; with
+# them `manage.py check --deploy` has no security warnings. Off by default so that
+# a plain-HTTP loopback run still works.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT")
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE")
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE")
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", 0))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS")
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD")
+# "HTTP_X_FORWARDED_PROTO=https": the header (and value) by which the proxy says the
+# client came in over HTTPS. Set it only when the proxy always sets or strips it.
+if os.environ.get("SECURE_PROXY_SSL_HEADER"):
+    _proxy_header, _, _proxy_value = os.environ["SECURE_PROXY_SSL_HEADER"].partition("=")
+    SECURE_PROXY_SSL_HEADER = (_proxy_header.strip(), _proxy_value.strip() or "https")
 
 # Celery: JSON only, explicit time limits, late acks so a killed worker's
 # task is redelivered (tasks are idempotent).

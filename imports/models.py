@@ -136,7 +136,7 @@ class SftpSchedule(models.TextChoices):
 class SftpSource(models.Model):
     """An SFTP server folder polled for CSV files on a schedule.
 
-    Secrets are stored encrypted (imports.sftp.services.secret_encrypt); the
+    Secrets are stored encrypted (config.secrets.secret_encrypt); the
     poll refuses to connect until `host_key_fingerprint` is pinned. Its beat
     schedule lives in `periodic_task`, kept in step by the services.
     """

@@ -20,7 +20,6 @@ else is retried by the next poll, resuming the same ImportRun.
 
 from __future__ import annotations
 
-import base64
 import csv
 import datetime as dt
 import hashlib
@@ -31,16 +30,15 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
+from config import secrets
 from config.csvsafe import formula_safe
+from config.secrets import secret_encrypt
 from imports.models import (
     ImportKind,
     ImportRun,
@@ -87,31 +85,10 @@ class SftpSourceBusy(Exception):
 
 
 # -- secrets at rest --------------------------------------------------------
-def _fernet() -> Fernet:
-    configured = settings.SECRETS_ENCRYPTION_KEY
-    if configured:
-        try:
-            return Fernet(configured)
-        except ValueError:
-            material = configured.encode()  # any passphrase: derive a key from it
-    else:
-        material = settings.SECRET_KEY.encode()
-    derived = HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=None, info=b"userprofiles secrets at rest"
-    ).derive(material)
-    return Fernet(base64.urlsafe_b64encode(derived))
-
-
-def secret_encrypt(plaintext: str) -> str:
-    return _fernet().encrypt(plaintext.encode()).decode() if plaintext else ""
-
-
 def secret_decrypt(token: str) -> str:
-    if not token:
-        return ""
     try:
-        return _fernet().decrypt(token.encode()).decode()
-    except InvalidToken as exc:
+        return secrets.secret_decrypt(token)
+    except secrets.SecretUnreadable as exc:
         raise SftpError(
             "the saved password/key cannot be decrypted (SECRET_KEY or "
             "SECRETS_ENCRYPTION_KEY changed): enter it again"
