@@ -85,7 +85,12 @@ def sdk_endpoint(request: HttpRequest) -> HttpResponse:
     except SdkRefusal as refusal:
         return _refused(request, fetch, refusal)
     if fetch:
-        meta = {"g": reply.guid, "sid": reply.session, "rf": reply.resume, "rn": reply.request_number}
+        meta = {
+            "g": reply.guid,
+            "sid": reply.session,
+            "rf": reply.resume,
+            "rn": reply.request_number,
+        }
         if reply.opted_out is not None:
             meta["optOut"] = reply.opted_out
         response = JsonResponse({"meta": meta})

@@ -384,8 +384,10 @@ def _touch(settings_row: SdkSettings, origin: str | None) -> None:
     """Remember the last traffic seen, at most once a minute per account (one UPDATE)."""
     now = timezone.now()
     last = settings_row.last_seen_at
-    if last and now - last < dt.timedelta(minutes=1) and settings_row.last_seen_origin == (
-        origin or ""
+    if (
+        last
+        and now - last < dt.timedelta(minutes=1)
+        and settings_row.last_seen_origin == (origin or "")
     ):
         return
     SdkSettings.objects.filter(pk=settings_row.pk).update(
