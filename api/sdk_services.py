@@ -393,3 +393,13 @@ def _touch(settings_row: SdkSettings, origin: str | None) -> None:
     SdkSettings.objects.filter(pk=settings_row.pk).update(
         last_seen_at=now, last_seen_origin=(origin or "")[:300]
     )
+
+
+def sdk_accounts() -> list[tuple[ApiCredential, SdkSettings | None]]:
+    """Active credentials, newest first, each with its SDK settings (None: never set)."""
+    credentials = ApiCredential.objects.filter(revoked_at__isnull=True).order_by("-created_at")
+    by_credential = {
+        row.credential_id: row
+        for row in SdkSettings.objects.filter(credential__revoked_at__isnull=True)
+    }
+    return [(credential, by_credential.get(credential.pk)) for credential in credentials]
