@@ -274,7 +274,7 @@ def _records(
     records: list[dict[str, Any]] = []
     opted_out: bool | None = None
 
-    def event(name: str, data: dict[str, Any]) -> None:
+    def event(name: Any, data: dict[str, Any]) -> None:
         records.append(
             {
                 "type": "event",
@@ -310,10 +310,10 @@ def _records(
     elif request.type == "push":
         kind = payload.get("type")
         if kind == "event":
-            name = payload.get("evtName")
-            if name not in INTERNAL_EVENTS:
+            event_name = payload.get("evtName")  # ingest refuses a missing or bad name
+            if event_name not in INTERNAL_EVENTS:
                 evt_data = payload.get("evtData")
-                event(name, evt_data if isinstance(evt_data, dict) else {})
+                event(event_name, evt_data if isinstance(evt_data, dict) else {})
         elif kind == "profile":
             profile = payload.get("profile")
             if not isinstance(profile, dict):
