@@ -37,6 +37,12 @@ def api(settings) -> ApiClient:
     return ApiClient()
 
 
+def reply_args(response) -> list:
+    match = REPLY.match(response.content.decode())
+    assert match, response.content
+    return json.loads("[" + match[1] + "]")
+
+
 def encode(payload: dict) -> str:
     return lzstring.LZString().compressToBase64(json.dumps(payload))
 
@@ -64,18 +70,21 @@ class Browser:
         if self.session:
             body["s"] = self.session
         query = {"t": 96, "type": kind, "d": encode(body), "origin": self.origin, **params}
-        headers = {"HTTP_ORIGIN": self.origin} if fetch else {}
+        headers: dict[str, str] = {}
         if fetch:
-            headers["HTTP_ACCEPT"] = "application/json"
-            headers["HTTP_X_CLEVERTAP_ENCRYPTION_ENABLED"] = "true"
-        response = self.client.get("/a", query, **headers)
+            headers = {
+                "Origin": self.origin,
+                "Accept": "application/json",
+                "X-CleverTap-Encryption-Enabled": "true",
+            }
+        response = self.client.get("/a", query, headers=headers)
         self.last_query = {k: query[k] for k in ("rn", "i", "sn")}
         if response.status_code == 200:
             if fetch:
                 meta = response.json()["meta"]
                 guid, session = meta["g"], meta["sid"]
             else:
-                args = json.loads("[" + REPLY.match(response.content.decode())[1] + "]")
+                args = reply_args(response)
                 guid, session = args[0], args[1]
             if self.guid is None or payload.get("rc"):
                 self.guid = guid
@@ -100,7 +109,7 @@ def test_page_view_replies_jsonp_with_a_new_guid_and_stores_the_view(api):
     response = browser.call("page", {"cpg": "https://shop.example/?utm_source=news", "us": "news"})
     assert response.status_code == 200
     assert response["Content-Type"].startswith("application/javascript")
-    args = json.loads("[" + REPLY.match(response.content.decode())[1] + "]")
+    args = reply_args(response)
     assert args[0] == browser.guid and args[3] == 1
     assert events_of(browser.guid) == ["Page Viewed"]
     event = Event.objects.get(device__object_id=browser.guid)
@@ -180,7 +189,7 @@ def test_opt_out_answers_oo_and_stores_nothing_afterwards(api):
     response = browser.call(
         "push", {"type": "profile", "profile": {"ct_optout": True}}, optOut="true"
     )
-    args = json.loads("[" + REPLY.match(response.content.decode())[1] + "]")
+    args = reply_args(response)
     assert args[0] == browser.guid + ":OO" and args[4] is True
     opted_out_guid = args[0]
     browser.call("push", {"type": "event", "evtName": "Later", "g": opted_out_guid})
