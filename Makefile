@@ -11,8 +11,12 @@ UV_VERSION := 0.13.8
 run: $(STAMP)
 	$(LAUNCH) run
 
-test: $(STAMP) browser lint
+test: $(STAMP) browser lint node_modules/.package-lock.json
 	SECRET_KEY=$${SECRET_KEY:-test-only-secret-key} $(LAUNCH) exec -- $(BIN)/pytest $(PYTEST_ARGS)
+
+# The real CleverTap web SDK for the browser tests (package-lock.json pins it).
+node_modules/.package-lock.json: package-lock.json
+	npm ci --no-audit --no-fund
 
 bench: $(STAMP)
 	SECRET_KEY=$${SECRET_KEY:-bench-only-secret-key} $(LAUNCH) exec -- $(BIN)/python -m tests.bench $(BENCH_ARGS)

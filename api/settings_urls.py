@@ -11,4 +11,6 @@ urlpatterns = [
         settings_views.api_credential_revoke_view,
         name="api_credential_revoke",
     ),
+    path("sdk/", settings_views.sdk_settings, name="sdk"),
+    path("sdk/<str:account_id>/origins/", settings_views.sdk_origins_update, name="sdk_origins"),
 ]

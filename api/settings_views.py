@@ -1,4 +1,5 @@
-"""Settings → API credentials: list with usage, create (passcode shown once), revoke."""
+"""Settings → API credentials: list with usage, create (passcode shown once), revoke;
+Settings → SDK: account ids, the snippet to paste, allowed origins."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from api.credentials import (
     api_credential_revoke,
     api_usage_rows,
 )
+from api.sdk_forms import AllowedOriginsForm
+from api.sdk_services import sdk_accounts, sdk_settings_update
 from config.access import permission_required
 from profiles.forms import ApiCredentialForm
 from profiles.models import ApiCredential
@@ -71,3 +74,35 @@ def api_credential_revoke_view(request: HttpRequest, account_id: str) -> HttpRes
         "api/settings/api_credential_revoke.html",
         {"nav": "settings", "credential": credential},
     )
+
+
+# --- Settings → SDK ----------------------------------------------------------------
+
+
+@require_GET
+@permission_required("profiles.view_apicredential")
+def sdk_settings(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "api/sdk_settings.html",
+        {
+            "nav": "settings",
+            "accounts": sdk_accounts(),
+            "target_domain": request.get_host(),
+            "can_change": request.user.has_perm("profiles.change_apicredential"),
+        },
+    )
+
+
+@require_http_methods(["POST"])
+@permission_required("profiles.change_apicredential")
+def sdk_origins_update(request: HttpRequest, account_id: str) -> HttpResponse:
+    credential = get_object_or_404(ApiCredential, account_id=account_id, revoked_at__isnull=True)
+    form = AllowedOriginsForm(request.POST)
+    if not form.is_valid():
+        for error in form.errors.get("origins", []):
+            messages.error(request, f"{credential.account_id}: {error} — nothing was changed.")
+        return redirect("settings:sdk")
+    sdk_settings_update(credential=credential, origins=form.cleaned_data["origins"])
+    messages.success(request, f"Allowed origins of {credential.account_id} saved.")
+    return redirect("settings:sdk")

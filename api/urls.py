@@ -2,6 +2,7 @@
 
 from django.urls import path
 
+from api import sdk
 from api import views as api
 
 app_name = "api"
@@ -15,6 +16,7 @@ urlpatterns = [
     path("1/delete/profiles.json", api.profiles_delete, name="delete_profiles"),
     path("1/subscribe", api.subscribe, name="subscribe"),
     path("1/disassociate", api.disassociate, name="disassociate"),
+    path("a", sdk.sdk_endpoint, name="sdk"),
     path("api/openapi.json", api.openapi_json, name="openapi"),
     path("api/docs/", api.docs, name="docs"),
 ]

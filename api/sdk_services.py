@@ -1,0 +1,405 @@
+"""CleverTap's web SDK endpoint `/a`: decode a request, check it, store it through ingest.
+
+Each SDK call is one GET whose `d` parameter is LZString-compressed JSON. This
+module turns it into /1/upload-shaped records named by the browser's guid (the
+SDK's device id, our objectId) and hands them to `profiles.ingest.ingest_records`,
+so logins follow the same identity rules as /1/upload logins. Writes are
+synchronous: the reply is sent after ingest has committed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import lzstring
+from django.conf import settings
+from django.utils import timezone
+
+from api.credentials import _redis
+from api.models import SdkSettings
+from profiles.ingest import ingest_records
+from profiles.models import ApiCredential, Source
+from profiles.services import Actor
+
+logger = logging.getLogger(__name__)
+
+REQUEST_TYPES = ("page", "push", "ping", "data")
+OPTED_OUT_SUFFIX = ":OO"
+# Events the SDK sends for its own bookkeeping, never shown as user events.
+INTERNAL_EVENTS = frozenset({"wzrk_fetch"})
+PAGE_VIEW_EVENT = "Page Viewed"
+GUID_MAX_LENGTH = 64
+
+
+class SdkRefusal(Exception):
+    """A request stored nothing; `status` is the HTTP status, `message` says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class SdkReply:
+    """What `$WZRK_WR.s(guid, session, resume, rn)` receives."""
+
+    guid: str
+    session: int
+    resume: bool
+    request_number: int
+    opted_out: bool | None = None
+    stored: int = 0
+    refusals: dict[int, str] = field(default_factory=dict)
+
+
+def _limit(name: str, default: int) -> int:
+    return int(getattr(settings, name, default))
+
+
+def sdk_decode_payload(raw: str | None) -> dict[str, Any]:
+    """The JSON object in `d` (LZString compressToBase64); SdkRefusal when it is not one.
+
+    The size is checked before decompressing, and the decompressed text is capped
+    too, so a small `d` cannot expand into a huge string.
+    """
+    if not raw:
+        raise SdkRefusal(400, "The request has no `d` parameter.")
+    if len(raw) > _limit("SDK_MAX_D_CHARS", 16_384):
+        raise SdkRefusal(413, "The `d` parameter is too large.")
+    # A `+` sent unescaped arrives as a space after query-string decoding.
+    raw = raw.replace(" ", "+")
+    try:
+        text = lzstring.LZString().decompressFromBase64(raw)
+    except Exception:  # the library raises KeyError/IndexError/TypeError on garbage
+        text = None
+    if not text:
+        raise SdkRefusal(400, "The `d` parameter is not LZString base64.")
+    if len(text) > _limit("SDK_MAX_PAYLOAD_CHARS", 65_536):
+        raise SdkRefusal(413, "The decoded payload is too large.")
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        raise SdkRefusal(400, "The `d` parameter does not hold JSON.") from None
+    if not isinstance(payload, dict):
+        raise SdkRefusal(400, "The `d` parameter must hold a JSON object.")
+    return payload
+
+
+def sdk_account(account_id: object) -> ApiCredential:
+    """The active credential for this account id; SdkRefusal when unknown or revoked."""
+    if not isinstance(account_id, str) or not account_id or len(account_id) > 32:
+        raise SdkRefusal(403, "Unknown account id.")
+    credential = ApiCredential.objects.filter(
+        account_id=account_id, revoked_at__isnull=True
+    ).first()
+    if credential is None:
+        raise SdkRefusal(403, "Unknown account id.")
+    return credential
+
+
+def normalize_origin(value: str) -> str | None:
+    """`scheme://host[:port]` lowercased, or None when `value` is not an http(s) URL."""
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    default_port = {"http": 80, "https": 443}[parts.scheme]
+    host = parts.hostname.lower()
+    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default_port else "")
+
+
+def sdk_settings_for(credential: ApiCredential) -> SdkSettings:
+    settings_row, _ = SdkSettings.objects.get_or_create(credential=credential)
+    return settings_row
+
+
+def sdk_settings_update(*, credential: ApiCredential, origins: list[str]) -> SdkSettings:
+    """Replace the account's allowed origins (already normalized by the form)."""
+    settings_row = sdk_settings_for(credential)
+    settings_row.allowed_origins = sorted(set(origins))
+    settings_row.save(update_fields=["allowed_origins"])
+    return settings_row
+
+
+def sdk_request_origin(*, header: str | None, param: str | None, referer: str | None) -> str | None:
+    """Where the page runs: the Origin header, else the SDK's `origin` parameter, else Referer."""
+    for candidate in (header, param, referer):
+        if candidate and candidate != "null":
+            origin = normalize_origin(candidate)
+            if origin:
+                return origin
+    return None
+
+
+def sdk_origin_allowed(settings_row: SdkSettings, origin: str | None) -> bool:
+    allowed = settings_row.allowed_origins or []
+    if not allowed:
+        return True
+    return origin is not None and origin in allowed
+
+
+def sdk_rate_check(*, account_id: str, guid: str | None, client_ip: str) -> None:
+    """Per-device and per-IP request counts per minute in Redis; SdkRefusal(429) over either.
+
+    Without Redis the limits are not enforced (logged): the SDK stays available.
+    """
+    import redis
+
+    minute = int(timezone.now().timestamp() // 60)
+    checks = [(f"sdk:rate:ip:{client_ip}:{minute}", _limit("SDK_RATE_PER_IP_PER_MINUTE", 600))]
+    if guid:
+        checks.append(
+            (
+                f"sdk:rate:dev:{account_id}:{guid}:{minute}",
+                _limit("SDK_RATE_PER_DEVICE_PER_MINUTE", 120),
+            )
+        )
+    try:
+        pipe = _redis().pipeline()
+        for key, _ in checks:
+            pipe.incr(key)
+            pipe.expire(key, 120)
+        counts = pipe.execute()[::2]
+    except redis.RedisError:
+        logger.warning("SDK rate limits not enforced: Redis unavailable", exc_info=True)
+        return
+    for count, (_, limit) in zip(counts, checks, strict=True):
+        if count > limit:
+            raise SdkRefusal(429, "Too many requests; try again in a minute.")
+
+
+def _clean_guid(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    value = value.strip().strip('"')
+    if not value or len(value) > GUID_MAX_LENGTH or not value.isprintable():
+        return None
+    return value
+
+
+def new_guid() -> str:
+    return secrets.token_hex(16)
+
+
+def client_event_id(*, account_id: str, guid: str, rn: str, i: str, sn: str, index: int) -> str:
+    """The same request fired again (same device, rn, i, sn) gets the same event ids."""
+    key = f"{account_id}|{guid}|{rn}|{i}|{sn}|{index}"
+    return "sdk-" + hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+def _browser_and_os(user_agent: str) -> tuple[str, str]:
+    ua = user_agent or ""
+    if "Edg/" in ua:
+        browser = "Edge"
+    elif "Chrome/" in ua or "Chromium/" in ua or "HeadlessChrome/" in ua:
+        browser = "Chrome"
+    elif "Firefox/" in ua:
+        browser = "Firefox"
+    elif "Safari/" in ua:
+        browser = "Safari"
+    else:
+        browser = "Other"
+    if "Windows" in ua:
+        os_name = "Windows"
+    elif "Android" in ua:
+        os_name = "Android"
+    elif "iPhone" in ua or "iPad" in ua:
+        os_name = "iOS"
+    elif "Mac OS X" in ua:
+        os_name = "macOS"
+    elif "Linux" in ua:
+        os_name = "Linux"
+    else:
+        os_name = "Other"
+    return browser, os_name
+
+
+def _sdk_profile_data(profile: dict[str, Any]) -> dict[str, Any]:
+    """Undo the SDK's encodings: Phone is sent as a number without its `+`."""
+    data = dict(profile)
+    for key in list(data):
+        if key.lower() == "phone" and isinstance(data[key], int | float) and data[key] > 0:
+            data[key] = f"+{int(data[key])}"
+    return data
+
+
+def _is_opted_out(guid: str) -> bool:
+    return guid.endswith(OPTED_OUT_SUFFIX)
+
+
+@dataclass(frozen=True)
+class SdkRequest:
+    """The parts of one `/a` call this module reads (query parameters and headers)."""
+
+    type: str
+    d: str | None
+    rn: str
+    i: str
+    sn: str
+    gc: str | None
+    opt_out: str | None
+    origin_param: str | None
+    origin_header: str | None
+    referer: str | None
+    user_agent: str
+    client_ip: str
+
+
+def _request_number(value: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise SdkRefusal(400, "The `rn` parameter must be a number.") from None
+    if not 0 <= number < 2**31:
+        raise SdkRefusal(400, "The `rn` parameter is out of range.")
+    return number
+
+
+def _records(
+    request: SdkRequest, payload: dict[str, Any], guid: str, account_id: str
+) -> tuple[list[dict[str, Any]], bool | None]:
+    """Upload records for this call, and the opt-out choice it carries (None: none)."""
+    now = int(timezone.now().timestamp())
+    records: list[dict[str, Any]] = []
+    opted_out: bool | None = None
+
+    def event(name: Any, data: dict[str, Any]) -> None:
+        records.append(
+            {
+                "type": "event",
+                "objectId": guid,
+                "evtName": name,
+                "evtData": data,
+                "ts": now,
+                "evtId": client_event_id(
+                    account_id=account_id,
+                    guid=guid,
+                    rn=request.rn,
+                    i=request.i,
+                    sn=request.sn,
+                    index=len(records),
+                ),
+            }
+        )
+
+    if request.type == "page":
+        browser, os_name = _browser_and_os(request.user_agent)
+        data: dict[str, Any] = {"Platform": "Web", "Browser": browser, "OS": os_name}
+        for source_key, name in (
+            ("cpg", "url"),
+            ("referrer", "referrer"),
+            ("us", "utm_source"),
+            ("um", "utm_medium"),
+            ("uc", "utm_campaign"),
+        ):
+            value = payload.get(source_key)
+            if isinstance(value, str) and value:
+                data[name] = value[:1024]
+        event(PAGE_VIEW_EVENT, data)
+    elif request.type == "push":
+        kind = payload.get("type")
+        if kind == "event":
+            event_name = payload.get("evtName")  # ingest refuses a missing or bad name
+            if event_name not in INTERNAL_EVENTS:
+                evt_data = payload.get("evtData")
+                event(event_name, evt_data if isinstance(evt_data, dict) else {})
+        elif kind == "profile":
+            profile = payload.get("profile")
+            if not isinstance(profile, dict):
+                raise SdkRefusal(400, "A profile push needs a `profile` object.")
+            if "ct_optout" in profile:
+                opted_out = bool(profile.get("ct_optout"))
+            if request.opt_out in ("true", "false"):
+                opted_out = request.opt_out == "true"
+            profile_data = _sdk_profile_data(profile)
+            if profile_data:
+                records.append(
+                    {"type": "profile", "objectId": guid, "profileData": profile_data, "ts": now}
+                )
+        else:
+            raise SdkRefusal(400, "A push must be of type event or profile.")
+    # ping: keeps the session alive, stores nothing. data: web push registration,
+    # acknowledged but not stored (the profile store has no push-token record yet).
+    return records, opted_out
+
+
+def sdk_handle(request: SdkRequest) -> SdkReply:
+    """Check and store one SDK call; the reply the SDK needs. SdkRefusal when refused."""
+    if request.type not in REQUEST_TYPES:
+        raise SdkRefusal(400, "Unknown request type.")
+    request_number = _request_number(request.rn)
+    payload = sdk_decode_payload(request.d)
+    credential = sdk_account(payload.get("id"))
+    settings_row = sdk_settings_for(credential)
+    origin = sdk_request_origin(
+        header=request.origin_header, param=request.origin_param, referer=request.referer
+    )
+    if not sdk_origin_allowed(settings_row, origin):
+        raise SdkRefusal(403, "This origin may not send data for this account.")
+
+    given_guid = _clean_guid(payload.get("g")) or _clean_guid(request.gc)
+    # A login of a different user (rc) drops the browser's guid: it gets a new one.
+    if payload.get("rc") is True and payload.get("isOUL") is True:
+        given_guid = None
+    sdk_rate_check(account_id=credential.account_id, guid=given_guid, client_ip=request.client_ip)
+    guid = given_guid or new_guid()
+    session = payload.get("s")
+    if not isinstance(session, int) or isinstance(session, bool) or session <= 0:
+        session = int(timezone.now().timestamp())
+    reply = SdkReply(
+        guid=guid, session=session, resume=given_guid is None, request_number=request_number
+    )
+
+    _touch(settings_row, origin)
+    if _is_opted_out(guid):
+        reply.opted_out = True
+        return reply
+    records, opted_out = _records(request, payload, guid, credential.account_id)
+    if records:
+        actor = Actor(source=Source.SDK, label=f"SDK: {credential.name}")
+        result = ingest_records(records, actor=actor)
+        reply.stored = result.processed
+        reply.refusals = {number: error.message for number, error in result.refusals.items()}
+        if result.refusals:
+            logger.info("SDK records refused for %s: %s", credential.account_id, reply.refusals)
+    if opted_out is not None:
+        reply.opted_out = opted_out
+        if opted_out:
+            reply.guid = guid + OPTED_OUT_SUFFIX
+    return reply
+
+
+def _touch(settings_row: SdkSettings, origin: str | None) -> None:
+    """Remember the last traffic seen, at most once a minute per account (one UPDATE)."""
+    now = timezone.now()
+    last = settings_row.last_seen_at
+    if (
+        last
+        and now - last < dt.timedelta(minutes=1)
+        and settings_row.last_seen_origin == (origin or "")
+    ):
+        return
+    SdkSettings.objects.filter(pk=settings_row.pk).update(
+        last_seen_at=now, last_seen_origin=(origin or "")[:300]
+    )
+
+
+def sdk_accounts() -> list[tuple[ApiCredential, SdkSettings | None]]:
+    """Active credentials, newest first, each with its SDK settings (None: never set)."""
+    credentials = ApiCredential.objects.filter(revoked_at__isnull=True).order_by("-created_at")
+    by_credential = {
+        row.credential_id: row
+        for row in SdkSettings.objects.filter(credential__revoked_at__isnull=True)
+    }
+    return [(credential, by_credential.get(credential.pk)) for credential in credentials]
