@@ -107,7 +107,7 @@ UPLOAD_RECORD_SCHEMA = {
         "ts": {"type": "integer", "description": "Unix seconds"},
     },
 }
-CONTACT_ENTRY = {
+CONTACT_ENTRY: dict[str, Any] = {
     "type": "object",
     "required": ["type", "value"],
     "properties": {"type": {"type": "string", "enum": ["email", "phone"]}, "value": _TEXT},

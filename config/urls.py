@@ -9,7 +9,7 @@ handler403 = "config.views.permission_denied"
 handler500 = "config.errors.server_error"
 
 # One login form for the whole site: the admin's own would be a second door.
-admin.site.login = login_required(admin.site.login)
+admin.site.login = login_required(admin.site.login)  # type: ignore[method-assign]
 
 urlpatterns = [
     path("", views.home, name="home"),

@@ -49,7 +49,7 @@ def role_groups_ensure(**_: Any) -> None:
 
     for name, codes in ROLE_PERMISSIONS.items():
         group, _created = Group.objects.get_or_create(name=name)
-        wanted = []
+        wanted: list[Permission] = []
         for code in codes:
             app_label, codename = code.split(".")
             wanted.extend(

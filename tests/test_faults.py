@@ -89,7 +89,7 @@ def worker_processes(tmp_path, settings) -> Iterator[Callable[..., WorkerProcess
     settings.IMPORT_HEARTBEAT_STALE_SECONDS = STALE_SECONDS
     app.conf.task_always_eager = False
     with app.connection_for_write() as broker:
-        broker.default_channel.queue_purge("celery")
+        broker.default_channel.queue_purge("celery")  # type: ignore[attr-defined]
     started: list[WorkerProcess] = []
 
     def start(**extra_env: str) -> WorkerProcess:
