@@ -1,9 +1,8 @@
 """Permission checks that tell the person which permission is missing."""
 
 from collections.abc import Callable
-from functools import wraps
-
 from dataclasses import dataclass
+from functools import wraps
 
 from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import PermissionDenied
