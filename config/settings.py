@@ -121,6 +121,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "config.access.navigation",
             ],
         },
     },
@@ -252,3 +253,6 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}, "pgserver": {"level": "WARNING"}},
 }
+# A refused page is an everyday answer, not a fault: one line, no traceback.
+LOGGING["filters"] = {"forbidden_one_line": {"()": "config.log_filters.ForbiddenWithoutTraceback"}}
+LOGGING["handlers"]["console"]["filters"] = ["forbidden_one_line"]

@@ -6,10 +6,16 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET
 from kombu import Connection
 
+from config.access import groups_holding, sections_for
+
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    return redirect("profiles:find_people")
+    """Land on the first section the person may use (a page of its own when there is none)."""
+    sections = sections_for(request.user)
+    if sections:
+        return redirect(sections[0]["url"])
+    return render(request, "home_no_access.html")
 
 
 def _database_ok() -> tuple[bool, str]:
@@ -48,4 +54,11 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     reason = str(exception) if exception and str(exception) else "You do not have permission."
-    return render(request, "403.html", {"reason": reason}, status=403)
+    perm = getattr(exception, "perm", "")
+    sections = sections_for(request.user) if request.user.is_authenticated else []
+    context = {
+        "reason": reason,
+        "holders": groups_holding(perm) if perm else [],
+        "back": sections[0] if sections else None,
+    }
+    return render(request, "403.html", context, status=403)

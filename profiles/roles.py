@@ -32,6 +32,8 @@ IMPORTERS = [
     "imports.add_sftpsource",
     "imports.change_sftpsource",
     "imports.delete_sftpsource",
+    # To look at the profiles their files created (viewing only; changes stay with Admins).
+    "profiles.view_profile",
 ]
 ROLE_PERMISSIONS = {"Marketers": MARKETERS, "Admins": ADMINS, "Importers": IMPORTERS}
 

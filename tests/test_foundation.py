@@ -68,6 +68,7 @@ DOCUMENTED_PERMISSIONS = {
         "profiles.delete_apicredential",
     },
     "Importers": {
+        "profiles.view_profile",
         "imports.view_importrun",
         "imports.add_importrun",
         "imports.view_sftpsource",
@@ -177,7 +178,10 @@ def test_the_three_groups_have_the_documented_permissions():
                       "profiles.add_apicredential"):  # fmt: skip
         assert forbidden not in marketers and forbidden not in importers
     assert not {perm for perm in marketers | admins if perm.startswith("imports.")}
-    assert not {perm for perm in importers if perm.split(".")[0] in {"profiles", "segments"}}
+    # Importers may look at the profiles their files created, nothing more of people or segments.
+    assert {perm for perm in importers if perm.split(".")[0] in {"profiles", "segments"}} == {
+        "profiles.view_profile"
+    }
 
 
 def test_group_members_get_their_permissions(marketer, admin_user, importer):
@@ -186,7 +190,8 @@ def test_group_members_get_their_permissions(marketer, admin_user, importer):
     assert admin_user.has_perm("profiles.mark_test_profile")
     assert admin_user.has_perm("profiles.add_apicredential")
     assert importer.has_perm("imports.add_importrun")
-    assert not importer.has_perm("profiles.view_profile")
+    assert importer.has_perm("profiles.view_profile")
+    assert not importer.has_perm("profiles.delete_profile")
 
 
 @pytest.mark.browser
