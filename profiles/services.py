@@ -1014,16 +1014,17 @@ def event_push(
         mapped = _mapped_profile_data(name, stored_properties, lookups)
         if mapped:
             profile = _profile_locked(profile.pk)
-            try:
+            try:  # the event is kept whatever its mapping meets (rules.mapping)
                 update = _profile_update_plan(profile, mapped, lookups)
+                with transaction.atomic():  # e.g. a mapped Email another profile holds
+                    _profile_update_apply(
+                        profile, update, actor=actor, at=ts, racing=False, lookups=lookups
+                    )
             except RecordError as error:
                 logger.warning(
                     "event %r: mapping to profile %s skipped: %s", name, profile.ct_id, error
                 )
-            else:
-                _profile_update_apply(
-                    profile, update, actor=actor, at=ts, racing=False, lookups=lookups
-                )
+                profile = _profile_locked(profile.pk)
             event.profile = profile
         return profile, event
 

@@ -118,3 +118,41 @@ def test_nfd_and_nfc_identities_are_one_person_through_the_api_and_csv(tmp_path)
     run = import_file(path)
     assert (run.status, run.rows_rejected, run.profiles_created) == ("done", 0, 0)
     assert Profile.objects.get().custom == {"Plan": "Gold", "Tier": 2}
+
+
+def by_csv_email(tmp_path, events: list[tuple[int, dict]]) -> None:
+    lines = ["identity,ts,contact", *(f"u1,{ts},{data['contact']}" for ts, data in events)]
+    run = import_file(
+        csv_path(tmp_path, "\n".join(lines) + "\n"), kind="events", event_name="Plan Purchased"
+    )
+    assert (run.status, run.rows_rejected) == ("done", 0)
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_a_mapped_email_another_profile_holds_keeps_the_event(channel, tmp_path):
+    EventPropertyMapping.objects.create(
+        event_name="Plan Purchased", event_property="contact", profile_property="Email"
+    )
+    person_with_a_plan()
+    ingest_records(
+        [{"type": "profile", "identity": "u2", "profileData": {"Email": "taken@example.com"}}],
+        actor=API,
+    )
+    send = by_csv_email if channel == "csv import" else CHANNELS[channel]
+    send(
+        tmp_path,
+        [(TS, {"contact": "taken@example.com"}), (TS + 60, {"contact": "free@example.com"})],
+    )
+    emails = {
+        identity: email
+        for identity, email in Profile.objects.filter(identifiers__kind="identity").values_list(
+            "identifiers__value", "email"
+        )
+    }
+    assert emails == {"u1": "free@example.com", "u2": "taken@example.com"}
+    assert sorted(Identifier.objects.filter(kind="email").values_list("value", flat=True)) == [
+        "free@example.com",
+        "taken@example.com",
+    ]
+    assert Event.objects.filter(name="Plan Purchased").count() == 2
+    assert Profile.objects.get(identifiers__value="u1").event_count == 2
