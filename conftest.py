@@ -26,6 +26,7 @@ def _role_group(name: str) -> Group:
         from django.apps import apps
 
         import_module("profiles.migrations.0003_groups").create_groups(apps, None)
+        import_module("campaigns.migrations.0002_campaign_permissions").grant(apps, None)
         group = Group.objects.get(name=name)
     return group
 

@@ -1,5 +1,6 @@
 """Settings, read from the environment only (see README: Configuration)."""
 
+import json
 import os
 import secrets
 from pathlib import Path
@@ -72,6 +73,7 @@ INSTALLED_APPS = [
     "segments",
     "imports",
     "api",
+    "campaigns",
 ]
 
 MIDDLEWARE = [
@@ -181,4 +183,29 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}, "pgserver": {"level": "WARNING"}},
+}
+
+# Campaigns: messages per second and channel (CAMPAIGN_RATE_PER_SECOND is one number for
+# every channel, or JSON like {"email": 100, "sms": 10, "default": 50}); a send whose worker
+# has not beaten for CAMPAIGN_STALE_SECONDS is resumed; live campaigns scan new events every
+# CAMPAIGN_LIVE_SCAN_SECONDS.
+_campaign_rate = os.environ.get("CAMPAIGN_RATE_PER_SECOND", "50").strip()
+CAMPAIGN_RATE_PER_SECOND = (
+    json.loads(_campaign_rate) if _campaign_rate.startswith("{") else float(_campaign_rate)
+)
+CAMPAIGN_STALE_SECONDS = int(os.environ.get("CAMPAIGN_STALE_SECONDS", 60))
+CAMPAIGN_LIVE_SCAN_SECONDS = float(os.environ.get("CAMPAIGN_LIVE_SCAN_SECONDS", 5))
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "127.0.0.1")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", 25))
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "campaigns@localhost")
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "campaigns-live-scan": {
+        "task": "campaigns.tasks.live_campaigns_scan_task",
+        "schedule": CAMPAIGN_LIVE_SCAN_SECONDS,
+    },
+    "campaigns-resume-stale-runs": {
+        "task": "campaigns.tasks.campaign_runs_resume_task",
+        "schedule": 30.0,
+    },
 }
