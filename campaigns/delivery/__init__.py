@@ -40,9 +40,6 @@ def deliver_many(messages: list[OutgoingMessage]) -> list[DeliveryResult]:
                     DeliveryResult(False, error=f"{message.channel}: no provider configured")
                 )
                 continue
-            if connection is None:
-                connection = get_connection()
-                connection.open()
             email = EmailMultiAlternatives(
                 message.subject, message.body, to=[message.to], connection=connection,
                 headers={"X-Campaign-Reference": message.reference},
@@ -50,6 +47,10 @@ def deliver_many(messages: list[OutgoingMessage]) -> list[DeliveryResult]:
             if message.html is not None:
                 email.attach_alternative(message.html, "text/html")
             try:
+                if connection is None:
+                    connection = get_connection()
+                    connection.open()
+                    email.connection = connection
                 email.send()
                 results.append(DeliveryResult(True, provider_id=message.reference))
             except Exception as error:  # the SMTP server refused or went away
