@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -117,9 +118,15 @@ def outcomes_assign(run: CampaignRun, audience: QuerySet[Profile]) -> int:
     """
     channel = run.campaign.channel
     reachable = reachable_q(channel)
-    marked = audience.annotate().filter(reachable).values("pk")
-    audience_sql, audience_params = audience.values("pk").query.sql_with_params()
-    reachable_sql, reachable_params = marked.query.sql_with_params()
+    try:
+        audience_sql, audience_params = audience.values("pk").query.sql_with_params()
+    except EmptyResultSet:  # e.g. pk__in=[]: nobody to assign
+        return Delivery.objects.filter(run=run).count()
+    try:
+        marked = audience.filter(reachable).values("pk")
+        reachable_sql, reachable_params = marked.query.sql_with_params()
+    except EmptyResultSet:
+        reachable_sql, reachable_params = "SELECT NULL::bigint WHERE false", ()
     table = Delivery._meta.db_table
     sql = f"""
         INSERT INTO {table} (run_id, profile_id, outcome, address, error, provider_id)

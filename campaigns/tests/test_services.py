@@ -18,8 +18,9 @@ def campaign_for(channel=Channel.EMAIL, *, body="Hello {{ Profile.Name | default
     segment = fields.pop("segment", None) if "segment" in fields else Segment.objects.create(
         name=f"everyone {channel} {Segment.objects.count()}", definition=EVERYONE)  # fmt: skip
     fields.setdefault("audience_kind", AudienceKind.SEGMENT)
-    return Campaign.objects.create(name=f"c-{channel}-{Campaign.objects.count()}", channel=channel,
-                                   segment=segment, subject=subject, body=body, **fields)  # fmt: skip
+    name = f"c-{channel}-{Campaign.objects.count()}"
+    return Campaign.objects.create(name=name, channel=channel, segment=segment, subject=subject,
+                                   body=body, **fields)  # fmt: skip
 
 
 def send_now(campaign: Campaign):
