@@ -284,8 +284,9 @@ def send_test(campaign: Campaign, *, user, profile: Profile | None = None) -> Ca
     return run_deliver(run.pk)
 
 
-def send_start(campaign: Campaign, *, user) -> CampaignRun:
-    """Queue a real send; the task assigns outcomes and delivers."""
+def send_start(campaign: Campaign, *, user, queue: bool = True) -> CampaignRun:
+    """Create a real send and queue it (the task assigns outcomes and delivers); with
+    queue=False the caller runs `run_execute` itself."""
     from campaigns.tasks import campaign_run_task
 
     campaign_check(campaign)
@@ -296,7 +297,8 @@ def send_start(campaign: Campaign, *, user) -> CampaignRun:
         raise CampaignProblem("This campaign is already being sent.")
     run = CampaignRun.objects.create(campaign=campaign, kind=RunKind.SEND, created_by=user)
     Campaign.objects.filter(pk=campaign.pk).update(status=CampaignStatus.SENDING)
-    campaign_run_task.delay_on_commit(run.pk)
+    if queue:
+        campaign_run_task.delay_on_commit(run.pk)
     return run
 
 
