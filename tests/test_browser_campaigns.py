@@ -7,7 +7,7 @@ import re
 import pytest
 
 from campaigns.models import Campaign
-from campaigns.tests.conftest import smtp_inbox  # noqa: F401 (a fixture)
+from campaigns.tests.smtp import loopback_smtp
 from conftest import browser_login
 from profiles.tests.factories import IdentifierFactory, ProfileFactory
 from segments.models import Segment
@@ -27,12 +27,18 @@ def _role_groups(transactional_db):
     import_module("campaigns.migrations.0002_campaign_permissions").grant(apps, None)
 
 
+@pytest.fixture
+def smtp_inbox(settings):
+    with loopback_smtp(settings) as inbox:
+        yield inbox
+
+
 def test_marketer_builds_and_previews_admin_tests_and_sends(
     page,
     marketer,
     admin_user,
     smtp_inbox,
-    celery_worker_real,  # noqa: F811 (the fixture)
+    celery_worker_real,
 ):
     Segment.objects.create(name="Everyone", definition={"all": []})
     ann = ProfileFactory(name="Ann Lee", email="ann@example.com")
