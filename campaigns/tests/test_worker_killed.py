@@ -82,10 +82,13 @@ def test_a_killed_worker_is_resumed_and_nobody_is_messaged_twice(smtp_inbox, set
     assert run.status == RunStatus.DONE
     recipients = [message["To"] for message in smtp_inbox.messages]
     assert len(recipients) == len(set(recipients)), "someone was messaged twice"
-    outcomes = list(Delivery.objects.filter(run=run).values_list("outcome", flat=True))
-    assert len(outcomes) == PEOPLE
-    sent = outcomes.count(Outcome.SENT)
-    assert sent == len(recipients) and sent > before
-    # A batch claimed by the killed worker is not resent: at most one batch is lost.
-    assert outcomes.count(Outcome.FAILED) <= 8
-    assert set(outcomes) <= {Outcome.SENT, Outcome.FAILED}
+    rows = dict(Delivery.objects.filter(run=run).values_list("address", "outcome"))
+    assert len(rows) == PEOPLE
+    sent = {address for address, outcome in rows.items() if outcome == Outcome.SENT}
+    interrupted = {address for address, outcome in rows.items() if outcome == Outcome.FAILED}
+    assert sent <= set(recipients) and len(sent) > before
+    # The batch the killed worker had claimed may have gone out before it died: it is
+    # reported Failed (interrupted) and never sent again. At most one batch is affected.
+    assert set(recipients) - sent <= interrupted
+    assert len(interrupted) <= 8
+    assert sent | interrupted == set(rows)
