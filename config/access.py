@@ -34,6 +34,7 @@ SECTIONS = (
     Section("people", "Find People", "profiles:find_people", "profiles.view_profile"),
     Section("segments", "Segments", "segments:list", "segments.view_segment"),
     Section("imports", "Imports", "imports:list", "imports.view_importrun"),
+    Section("campaigns", "Campaigns", "campaigns:list", "campaigns.view_campaign"),
     Section("settings", "Settings", "settings:api_credentials", "profiles.view_apicredential"),
 )
 

@@ -1,6 +1,7 @@
 """Settings, read from the environment only (see README: Configuration)."""
 
 import datetime as dt
+import json
 import os
 import secrets
 from pathlib import Path
@@ -75,6 +76,7 @@ INSTALLED_APPS = [
     "segments",
     "imports",
     "api",
+    "campaigns",
 ]
 
 MIDDLEWARE = [
@@ -256,3 +258,28 @@ LOGGING = {
 # A refused page is an everyday answer, not a fault: one line, no traceback.
 LOGGING["filters"] = {"forbidden_one_line": {"()": "config.log_filters.ForbiddenWithoutTraceback"}}
 LOGGING["handlers"]["console"]["filters"] = ["forbidden_one_line"]
+
+# Campaigns: messages per second and channel (CAMPAIGN_RATE_PER_SECOND is one number for
+# every channel, or JSON like {"email": 100, "sms": 10, "default": 50}); a send whose worker
+# has not beaten for CAMPAIGN_STALE_SECONDS is resumed; live campaigns scan new events every
+# CAMPAIGN_LIVE_SCAN_SECONDS.
+_campaign_rate = os.environ.get("CAMPAIGN_RATE_PER_SECOND", "50").strip()
+CAMPAIGN_RATE_PER_SECOND = (
+    json.loads(_campaign_rate) if _campaign_rate.startswith("{") else float(_campaign_rate)
+)
+CAMPAIGN_STALE_SECONDS = int(os.environ.get("CAMPAIGN_STALE_SECONDS", 60))
+CAMPAIGN_LIVE_SCAN_SECONDS = float(os.environ.get("CAMPAIGN_LIVE_SCAN_SECONDS", 5))
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "127.0.0.1")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", 25))
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "campaigns@localhost")
+CELERY_BEAT_SCHEDULE = {
+    **CELERY_BEAT_SCHEDULE,
+    "campaigns-live-scan": {
+        "task": "campaigns.tasks.live_campaigns_scan_task",
+        "schedule": CAMPAIGN_LIVE_SCAN_SECONDS,
+    },
+    "campaigns-resume-stale-runs": {
+        "task": "campaigns.tasks.campaign_runs_resume_task",
+        "schedule": 30.0,
+    },
+}

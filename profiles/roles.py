@@ -15,6 +15,9 @@ MARKETERS = [
     "segments.add_segment",
     "segments.change_segment",
     "segments.delete_segment",
+    "campaigns.view_campaign",
+    "campaigns.add_campaign",
+    "campaigns.change_campaign",
 ]
 ADMINS = [
     *MARKETERS,
@@ -24,6 +27,8 @@ ADMINS = [
     "profiles.add_apicredential",
     "profiles.change_apicredential",
     "profiles.delete_apicredential",
+    "campaigns.delete_campaign",
+    "campaigns.send_campaign",
 ]
 IMPORTERS = [
     "imports.view_importrun",

@@ -1,0 +1,29 @@
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from campaigns import services
+
+
+@shared_task(
+    acks_late=True,
+    soft_time_limit=6 * 60 * 60,
+    time_limit=6 * 60 * 60 + 60,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    max_retries=3,
+)
+def campaign_run_task(run_id: int) -> None:
+    """Assign outcomes and deliver one run (idempotent: claimed rows are never resent)."""
+    services.run_execute(run_id)
+
+
+@shared_task(acks_late=True, soft_time_limit=50, time_limit=60)
+def campaign_runs_resume_task() -> None:
+    """Queue again the runs a killed worker left without a heartbeat."""
+    services.stale_runs_resume()
+
+
+@shared_task(acks_late=True, soft_time_limit=50, time_limit=60)
+def live_campaigns_scan_task() -> None:
+    """Message the profiles whose new events trigger a live campaign."""
+    services.live_campaigns_scan()
