@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "segments",
     "imports",
     "api",
+    "campaigns",
 ]
 
 MIDDLEWARE = [
@@ -200,3 +201,22 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}, "pgserver": {"level": "WARNING"}},
 }
+
+
+# Delivery providers (campaigns.delivery). With no EMAIL_HOST in embedded mode the
+# launcher starts a local SMTP sink and sets EMAIL_HOST/EMAIL_PORT to it.
+EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "127.0.0.1")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", 25))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS")
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "noreply@localhost")
+TWILIO_BASE_URL = os.environ.get("TWILIO_BASE_URL", "https://api.twilio.com")
+TWILIO_ACCOUNT_SID = os.environ.get("TWILIO_ACCOUNT_SID", "")
+TWILIO_AUTH_TOKEN = os.environ.get("TWILIO_AUTH_TOKEN", "")
+TWILIO_SMS_FROM = os.environ.get("TWILIO_SMS_FROM", "")
+TWILIO_WHATSAPP_FROM = os.environ.get("TWILIO_WHATSAPP_FROM", "")
+FCM_BASE_URL = os.environ.get("FCM_BASE_URL", "https://fcm.googleapis.com")
+FCM_PROJECT_ID = os.environ.get("FCM_PROJECT_ID", "")
+FCM_ACCESS_TOKEN = os.environ.get("FCM_ACCESS_TOKEN", "")

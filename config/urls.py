@@ -19,6 +19,7 @@ urlpatterns = [
     path("settings/", include("api.settings_urls")),
     path("segments/", include("segments.urls")),
     path("imports/", include("imports.urls")),
+    path("campaigns/", include("campaigns.urls")),
     path("", include("api.urls")),
     path("admin/", admin.site.urls),
 ]

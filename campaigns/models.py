@@ -1,0 +1,3 @@
+from campaigns.delivery.models import OutboxMessage
+
+__all__ = ["OutboxMessage"]
