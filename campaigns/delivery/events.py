@@ -34,10 +34,14 @@ def notification_events_record(*, deliveries: list[tuple[int, str, dict]]) -> No
     for profile_id, name, properties in deliveries:
         handle = handles.get(profile_id)
         if handle is None:
-            logger.warning("profile %s has no identity or device; %s not recorded", profile_id, name)
+            logger.warning(
+                "profile %s has no identity or device; %s not recorded", profile_id, name
+            )
             continue
         key, value = handle
-        records.append({"type": "event", key: value, "evtName": name, "evtData": properties, "ts": now})
+        records.append(
+            {"type": "event", key: value, "evtName": name, "evtData": properties, "ts": now}
+        )
     if not records:
         return
     result = ingest_records(records, actor=Actor.system())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import smtplib
-import socket
 import time
 from collections.abc import Callable
 
@@ -45,6 +44,15 @@ def _http_result(response: requests.Response, provider_id: str) -> DeliveryResul
     )
 
 
+def _json_field(response: requests.Response, key: str) -> str:
+    """The provider's message id from a JSON answer ("" when the answer has none)."""
+    try:
+        payload = response.json()
+    except ValueError:
+        return ""
+    return str(payload.get(key, "")) if isinstance(payload, dict) else ""
+
+
 def _http_post(session: requests.Session, url: str, **kwargs) -> requests.Response | DeliveryResult:
     try:
         return session.post(url, timeout=HTTP_TIMEOUT, **kwargs)
@@ -69,13 +77,7 @@ def _twilio_send(session: requests.Session, message: OutgoingMessage) -> Deliver
     )
     if isinstance(response, DeliveryResult):
         return response
-    provider_id = ""
-    if response.ok:
-        try:
-            provider_id = str(response.json().get("sid", ""))
-        except ValueError:
-            pass
-    return _http_result(response, provider_id)
+    return _http_result(response, _json_field(response, "sid"))
 
 
 def _fcm_send(session: requests.Session, message: OutgoingMessage) -> DeliveryResult:
@@ -97,13 +99,7 @@ def _fcm_send(session: requests.Session, message: OutgoingMessage) -> DeliveryRe
     )
     if isinstance(response, DeliveryResult):
         return response
-    provider_id = ""
-    if response.ok:
-        try:
-            provider_id = str(response.json().get("name", ""))
-        except ValueError:
-            pass
-    return _http_result(response, provider_id)
+    return _http_result(response, _json_field(response, "name"))
 
 
 class _SmtpBatch:
@@ -137,9 +133,11 @@ class _SmtpBatch:
                 error=f"mail server answered {exc.smtp_code}: {exc.smtp_error!r}",
                 transient=400 <= exc.smtp_code < 500,
             )
-        except (smtplib.SMTPException, OSError, socket.timeout) as exc:
+        except (TimeoutError, smtplib.SMTPException, OSError) as exc:
             self.close()
-            return DeliveryResult(accepted=False, error=f"mail server unreachable: {exc}", transient=True)
+            return DeliveryResult(
+                accepted=False, error=f"mail server unreachable: {exc}", transient=True
+            )
         return DeliveryResult(accepted=True, provider_id=email.extra_headers["Message-ID"])
 
     def close(self) -> None:

@@ -11,7 +11,7 @@ from campaigns.delivery.services import outbox_message_store
 
 
 class OutboxHandler:
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 (aiosmtpd's name)
+    async def handle_DATA(self, server, session, envelope) -> str:
         from asgiref.sync import sync_to_async
 
         await sync_to_async(outbox_message_store)(

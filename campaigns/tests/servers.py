@@ -27,7 +27,7 @@ class _CollectingHandler:
     def __init__(self) -> None:
         self.received: list[ReceivedMail] = []
 
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server, session, envelope) -> str:
         parsed = message_from_bytes(envelope.content, policy=policy.default)
         self.received.append(ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), parsed))
         return "250 OK"
@@ -81,7 +81,7 @@ def http_provider_server(replies: list[tuple[int, dict]]) -> Iterator[ProviderSe
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", 0))
             body = self.rfile.read(length)
             with lock:

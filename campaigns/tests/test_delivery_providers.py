@@ -2,8 +2,7 @@
 
 import pytest
 
-from campaigns.delivery import OutgoingMessage, deliver_many
-from campaigns.delivery import providers
+from campaigns.delivery import OutgoingMessage, deliver_many, providers
 from campaigns.tests.servers import http_provider_server, smtp_server
 
 
