@@ -3,6 +3,9 @@
 from django.conf import settings
 from django.db import models
 
+# The outbox of the local SMTP sink lives with the delivery code; importing it registers it.
+from campaigns.delivery.models import OutboxMessage
+
 
 class Channel(models.TextChoices):
     EMAIL = "email", "Email"
@@ -131,3 +134,6 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_outcome_display()} to profile {self.profile_id} in run {self.run_id}"
+
+
+__all__ = ["Campaign", "CampaignRun", "Delivery", "OutboxMessage"]

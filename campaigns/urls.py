@@ -14,4 +14,5 @@ urlpatterns = [
     path("<int:pk>/report.csv", views.report, name="report"),
     path("runs/<int:pk>/", views.run_progress, name="run"),
     path("runs/<int:pk>/stop/", views.stop, name="stop"),
+    path("outbox/", views.outbox, name="outbox"),
 ]

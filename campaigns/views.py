@@ -7,6 +7,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseStopPolling
 
 from campaigns import selectors, services
+from campaigns.delivery.selectors import outbox_messages
 from campaigns.forms import CampaignForm, PreviewForm
 from campaigns.models import Campaign, CampaignRun
 from config.access import permission_required, require_permission
@@ -132,3 +133,11 @@ def report(request: HttpRequest, pk: int) -> HttpResponse:
     )
     response["Content-Disposition"] = f'attachment; filename="campaign-{campaign.pk}-report.csv"'
     return response
+
+
+@require_GET
+@permission_required("campaigns.view_outboxmessage")
+def outbox(request: HttpRequest) -> HttpResponse:
+    return render(
+        request, "campaigns/outbox.html", {"nav": "campaigns", "messages_": outbox_messages()}
+    )

@@ -168,6 +168,35 @@ def ensure_service_environment() -> None:
         os.environ.setdefault("EMBEDDED_SERVICES", "1")
 
 
+def start_embedded_smtp_sink() -> subprocess.Popen | None:
+    """In embedded mode with no EMAIL_HOST, catch outgoing email in a local sink.
+
+    The web, worker and beat processes inherit EMAIL_HOST/EMAIL_PORT pointing at it;
+    what arrives is listed on the Outbox page (/campaigns/outbox/).
+    """
+    if not os.environ.get("EMBEDDED_SERVICES") or os.environ.get("EMAIL_HOST"):
+        return None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        _python(str(BASE_DIR / "manage.py"), "smtp_sink", "--port", str(port))
+    )
+    deadline = time.monotonic() + 60  # Django's start-up on a busy machine
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if process.poll() is not None or time.monotonic() > deadline:
+            _stop_process(process)
+            raise RuntimeError("the local SMTP sink did not start; see its output above")
+        time.sleep(0.2)
+    os.environ["EMAIL_HOST"], os.environ["EMAIL_PORT"] = "127.0.0.1", str(port)
+    atexit.register(_stop_process, process)
+    _log(f"email goes to the local sink on 127.0.0.1:{port}; see /campaigns/outbox/")
+    return process
+
+
 def _python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
@@ -269,6 +298,7 @@ def main(argv: list[str]) -> int:
         return 2
     ensure_service_environment()
     if argv[0] == "run":
+        start_embedded_smtp_sink()
         return run_all(os.environ.get("PORT", "8000"))
     command = argv[1:]
     if command and command[0] == "--":

@@ -5,6 +5,7 @@ import json
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -248,7 +249,7 @@ API_AUTH_FAILURES_PER_ADDRESS = int(os.environ.get("API_AUTH_FAILURES_PER_ADDRES
 SFTP_SETTLE_SECONDS = float(os.environ.get("SFTP_SETTLE_SECONDS", 5))
 SFTP_TIMEOUT_SECONDS = float(os.environ.get("SFTP_TIMEOUT_SECONDS", 20))
 
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
@@ -269,9 +270,6 @@ CAMPAIGN_RATE_PER_SECOND = (
 )
 CAMPAIGN_STALE_SECONDS = int(os.environ.get("CAMPAIGN_STALE_SECONDS", 60))
 CAMPAIGN_LIVE_SCAN_SECONDS = float(os.environ.get("CAMPAIGN_LIVE_SCAN_SECONDS", 5))
-EMAIL_HOST = os.environ.get("EMAIL_HOST", "127.0.0.1")
-EMAIL_PORT = int(os.environ.get("EMAIL_PORT", 25))
-DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "campaigns@localhost")
 CELERY_BEAT_SCHEDULE = {
     **CELERY_BEAT_SCHEDULE,
     "campaigns-live-scan": {
@@ -283,3 +281,22 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 30.0,
     },
 }
+
+
+# Delivery providers (campaigns.delivery). With no EMAIL_HOST in embedded mode the
+# launcher starts a local SMTP sink and sets EMAIL_HOST/EMAIL_PORT to it.
+EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "127.0.0.1")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", 25))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS")
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "noreply@localhost")
+TWILIO_BASE_URL = os.environ.get("TWILIO_BASE_URL", "https://api.twilio.com")
+TWILIO_ACCOUNT_SID = os.environ.get("TWILIO_ACCOUNT_SID", "")
+TWILIO_AUTH_TOKEN = os.environ.get("TWILIO_AUTH_TOKEN", "")
+TWILIO_SMS_FROM = os.environ.get("TWILIO_SMS_FROM", "")
+TWILIO_WHATSAPP_FROM = os.environ.get("TWILIO_WHATSAPP_FROM", "")
+FCM_BASE_URL = os.environ.get("FCM_BASE_URL", "https://fcm.googleapis.com")
+FCM_PROJECT_ID = os.environ.get("FCM_PROJECT_ID", "")
+FCM_ACCESS_TOKEN = os.environ.get("FCM_ACCESS_TOKEN", "")

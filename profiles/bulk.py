@@ -46,7 +46,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from profiles.models import EventPropertyMapping, new_ct_id
+from profiles.models import EventPropertyMapping, Source, new_ct_id
 from profiles.operations import STRING_FIELDS, plan_profile_update
 from profiles.properties import (
     DEFAULT_PROPERTIES,
@@ -867,7 +867,8 @@ def events_bulk_insert(
     at = at or timezone.now()
     names = sorted({row.name or name for row in rows} or {name})
     for each in names:
-        event_validate(each, {})  # a bad event name refuses the whole batch
+        # A bad event name refuses the whole batch; only the system may use reserved ones.
+        event_validate(each, {}, system=actor.source == Source.SYSTEM)
     rules: dict[str, list[tuple[str, str]]] = {}
     for rule in EventPropertyMapping.objects.filter(event_name__in=names, enabled=True).order_by(
         "pk"
@@ -881,7 +882,9 @@ def events_bulk_insert(
         for row in rows:
             row_name = row.name or name
             try:
-                stored = event_validate(row_name, row.properties)
+                stored = event_validate(
+                    row_name, row.properties, system=actor.source == Source.SYSTEM
+                )
             except RecordError as error:
                 planner.reject(row.ref, _event_culprit(row_name, row.properties), error)
                 continue

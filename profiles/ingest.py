@@ -26,7 +26,7 @@ from profiles.bulk import (
     profile_data_identifiers,
     profiles_bulk_upsert,
 )
-from profiles.models import Device, Identifier
+from profiles.models import Device, Identifier, Source
 from profiles.properties import (
     IDENTIFIER_KEYS,
     ErrorCode,
@@ -135,6 +135,9 @@ def upload_record(record: object, *, actor: Actor) -> None:
             ts=ts,
             actor=actor,
             client_event_id=_client_event_id(record),
+            # Only the system itself (never an API client) may record reserved events
+            # such as "Notification Sent".
+            system=actor.source == Source.SYSTEM,
         )
         return
     profile_data = record.get("profileData", {})
@@ -295,7 +298,7 @@ def _bulk(items: list[_Planned], actor: Actor, errors: dict[int, RecordError]) -
                 refused: dict[str, RecordError] = {}
                 for name in {item.event_name for item in items}:
                     try:
-                        event_validate(name, {})
+                        event_validate(name, {}, system=actor.source == Source.SYSTEM)
                     except RecordError as error:
                         refused[name] = error
                 for item in items:

@@ -18,6 +18,7 @@ MARKETERS = [
     "campaigns.view_campaign",
     "campaigns.add_campaign",
     "campaigns.change_campaign",
+    "campaigns.view_outboxmessage",
 ]
 ADMINS = [
     *MARKETERS,

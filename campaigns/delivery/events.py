@@ -1,0 +1,49 @@
+"""Notification system events on the profile timeline, written through the ingest path."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from profiles.ingest import ingest_records
+from profiles.models import Device, Identifier, IdentifierKind
+from profiles.services import Actor
+
+logger = logging.getLogger(__name__)
+
+
+def _profile_handles(profile_ids: set[int]) -> dict[int, tuple[str, str]]:
+    """How the upload shape can name each profile: its identity, else one device objectId."""
+    handles: dict[int, tuple[str, str]] = {}
+    for profile_id, value in Device.objects.filter(profile_id__in=profile_ids).values_list(
+        "profile_id", "object_id"
+    ):
+        handles.setdefault(profile_id, ("objectId", value))
+    # An identity wins over a device: it keeps naming the person across devices.
+    for profile_id, value in Identifier.objects.filter(
+        profile_id__in=profile_ids, kind=IdentifierKind.IDENTITY
+    ).values_list("profile_id", "value"):
+        handles[profile_id] = ("identity", value)
+    return handles
+
+
+def notification_events_record(*, deliveries: list[tuple[int, str, dict]]) -> None:
+    handles = _profile_handles({profile_id for profile_id, _, _ in deliveries})
+    now = int(time.time())
+    records = []
+    for profile_id, name, properties in deliveries:
+        handle = handles.get(profile_id)
+        if handle is None:
+            logger.warning(
+                "profile %s has no identity or device; %s not recorded", profile_id, name
+            )
+            continue
+        key, value = handle
+        records.append(
+            {"type": "event", key: value, "evtName": name, "evtData": properties, "ts": now}
+        )
+    if not records:
+        return
+    result = ingest_records(records, actor=Actor.system())
+    for number, error in result.refusals.items():
+        logger.warning("notification event %d refused: %s", number, error)

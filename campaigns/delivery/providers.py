@@ -1,0 +1,174 @@
+"""Provider clients behind `deliver_many`: one SMTP connection / HTTP session per batch."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import time
+from collections.abc import Callable
+
+import requests
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.message import make_msgid
+
+from campaigns.delivery import DeliveryResult, OutgoingMessage
+
+logger = logging.getLogger(__name__)
+
+# Connect and read timeouts for every provider call: a stuck provider must not hold a worker.
+HTTP_TIMEOUT = (5, 15)
+SMTP_TIMEOUT = 15
+ATTEMPTS = 3
+BACKOFF_SECONDS = 0.5  # doubled after each transient failure
+
+
+def _with_retries(send: Callable[[], DeliveryResult]) -> DeliveryResult:
+    result = send()
+    for attempt in range(1, ATTEMPTS):
+        if result.accepted or not result.transient:
+            break
+        time.sleep(BACKOFF_SECONDS * 2 ** (attempt - 1))
+        result = send()
+    return result
+
+
+def _http_result(response: requests.Response, provider_id: str) -> DeliveryResult:
+    if 200 <= response.status_code < 300:
+        return DeliveryResult(accepted=True, provider_id=provider_id)
+    detail = response.text[:500]
+    return DeliveryResult(
+        accepted=False,
+        error=f"provider answered HTTP {response.status_code}: {detail}",
+        transient=response.status_code >= 500 or response.status_code == 429,
+    )
+
+
+def _json_field(response: requests.Response, key: str) -> str:
+    """The provider's message id from a JSON answer ("" when the answer has none)."""
+    try:
+        payload = response.json()
+    except ValueError:
+        return ""
+    return str(payload.get(key, "")) if isinstance(payload, dict) else ""
+
+
+def _http_post(session: requests.Session, url: str, **kwargs) -> requests.Response | DeliveryResult:
+    try:
+        return session.post(url, timeout=HTTP_TIMEOUT, **kwargs)
+    except requests.RequestException as exc:
+        return DeliveryResult(accepted=False, error=f"provider unreachable: {exc}", transient=True)
+
+
+def _twilio_send(session: requests.Session, message: OutgoingMessage) -> DeliveryResult:
+    sid = settings.TWILIO_ACCOUNT_SID
+    if not sid:
+        return DeliveryResult(accepted=False, error="SMS/WhatsApp provider is not configured")
+    if message.channel == "whatsapp":
+        to, sender = f"whatsapp:{message.to}", f"whatsapp:{settings.TWILIO_WHATSAPP_FROM}"
+    else:
+        to, sender = message.to, settings.TWILIO_SMS_FROM
+    url = f"{settings.TWILIO_BASE_URL.rstrip('/')}/2010-04-01/Accounts/{sid}/Messages.json"
+    response = _http_post(
+        session,
+        url,
+        data={"To": to, "From": sender, "Body": message.body},
+        auth=(sid, settings.TWILIO_AUTH_TOKEN),
+    )
+    if isinstance(response, DeliveryResult):
+        return response
+    return _http_result(response, _json_field(response, "sid"))
+
+
+def _fcm_send(session: requests.Session, message: OutgoingMessage) -> DeliveryResult:
+    project = settings.FCM_PROJECT_ID
+    if not project:
+        return DeliveryResult(accepted=False, error="mobile push provider is not configured")
+    url = f"{settings.FCM_BASE_URL.rstrip('/')}/v1/projects/{project}/messages:send"
+    payload = {
+        "message": {
+            "token": message.to,
+            "notification": {"title": message.subject, "body": message.body},
+        }
+    }
+    response = _http_post(
+        session,
+        url,
+        json=payload,
+        headers={"Authorization": f"Bearer {settings.FCM_ACCESS_TOKEN}"},
+    )
+    if isinstance(response, DeliveryResult):
+        return response
+    return _http_result(response, _json_field(response, "name"))
+
+
+class _SmtpBatch:
+    """One SMTP connection for the batch, reopened when the server drops it."""
+
+    def __init__(self) -> None:
+        self.connection = None
+
+    def send(self, message: OutgoingMessage) -> DeliveryResult:
+        email = EmailMultiAlternatives(
+            subject=message.subject,
+            body=message.body,
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            to=[message.to],
+            headers={"X-Message-Reference": message.reference, "Message-ID": make_msgid()},
+        )
+        if message.html:
+            email.attach_alternative(message.html, "text/html")
+        try:
+            if self.connection is None:
+                self.connection = get_connection(fail_silently=False, timeout=SMTP_TIMEOUT)
+                self.connection.open()
+            email.connection = self.connection
+            email.send(fail_silently=False)
+        except smtplib.SMTPRecipientsRefused as exc:
+            return DeliveryResult(accepted=False, error=f"recipient refused: {exc.recipients}")
+        except smtplib.SMTPResponseException as exc:
+            self.close()
+            return DeliveryResult(
+                accepted=False,
+                error=f"mail server answered {exc.smtp_code}: {exc.smtp_error!r}",
+                transient=400 <= exc.smtp_code < 500,
+            )
+        except (TimeoutError, smtplib.SMTPException, OSError) as exc:
+            self.close()
+            return DeliveryResult(
+                accepted=False, error=f"mail server unreachable: {exc}", transient=True
+            )
+        return DeliveryResult(accepted=True, provider_id=email.extra_headers["Message-ID"])
+
+    def close(self) -> None:
+        if self.connection is not None:
+            try:
+                self.connection.close()
+            except Exception:  # closing a broken connection: nothing left to save
+                logger.debug("closing SMTP connection failed", exc_info=True)
+            self.connection = None
+
+
+def deliver_many(messages: list[OutgoingMessage]) -> list[DeliveryResult]:
+    results: list[DeliveryResult] = []
+    smtp = _SmtpBatch()
+    with requests.Session() as session:
+        try:
+            for message in messages:
+                if message.channel == "email":
+                    send = lambda m=message: smtp.send(m)  # noqa: E731
+                elif message.channel in {"sms", "whatsapp"}:
+                    send = lambda m=message: _twilio_send(session, m)  # noqa: E731
+                elif message.channel == "push":
+                    send = lambda m=message: _fcm_send(session, m)  # noqa: E731
+                else:
+                    results.append(
+                        DeliveryResult(
+                            accepted=False, error=f"channel '{message.channel}' is not supported"
+                        )
+                    )
+                    continue
+                results.append(_with_retries(send))
+        finally:
+            smtp.close()
+    return results
