@@ -23,8 +23,8 @@ def _nav_labels(response) -> list[str]:
 @pytest.mark.parametrize(
     ("client_fixture", "landing", "sections"),
     [
-        ("marketer_client", "/people/", ["Find People", "Segments"]),
-        ("admin_client_", "/people/", ["Find People", "Segments", "Settings"]),
+        ("marketer_client", "/people/", ["Find People", "Segments", "Campaigns"]),
+        ("admin_client_", "/people/", ["Find People", "Segments", "Campaigns", "Settings"]),
         ("importer_client", "/people/", ["Find People", "Imports"]),
     ],
 )
@@ -43,7 +43,8 @@ def test_superuser_sees_every_section(superuser, client):
     client.force_login(superuser)
     page = client.get("/", follow=True)
     assert page.redirect_chain[-1][0] == "/people/"
-    assert _nav_labels(page) == ["Find People", "Segments", "Imports", "Settings"]
+    assert _nav_labels(page) == [
+        "Find People", "Segments", "Imports", "Campaigns", "Settings"]  # fmt: skip
 
 
 def test_a_person_without_a_group_is_told_so_instead_of_a_403_loop(outsider_client):
