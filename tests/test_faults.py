@@ -23,6 +23,7 @@ from django.db import connection
 
 from config.celery import app
 from config.jobs import jobs_recover
+from conftest import test_database_url
 from imports.models import ImportRun
 from imports.services import import_run_create, import_run_start
 from imports.tests.csv_fixtures import ensure_role_groups, use_temporary_media
@@ -44,18 +45,13 @@ STALE_SECONDS = 3
 TEST_ACTOR = Actor(source=Source.API, label="API: fault test")
 
 
-def _test_database_url() -> str:
-    database = connection.settings_dict
-    return f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
-
-
 class WorkerProcess:
     """A real `celery worker` process on the test database and broker."""
 
     def __init__(self, var_dir: Path, extra_env: dict[str, str]) -> None:
         env = {
             **os.environ,
-            "DATABASE_URL": _test_database_url(),
+            "DATABASE_URL": test_database_url(),
             "VAR_DIR": str(var_dir),
             "JOB_HEARTBEAT_STALE_SECONDS": str(STALE_SECONDS),
             **extra_env,
@@ -235,7 +231,7 @@ def _backends() -> int:
 
 def test_bursts_of_requests_keep_the_connection_count_bounded(transactional_db, tmp_path):
     workers = 3
-    server = Gunicorn(_test_database_url(), tmp_path / "web.log", workers=workers)
+    server = Gunicorn(test_database_url(), tmp_path / "web.log", workers=workers)
     try:
         counts = []
         for _ in range(2):

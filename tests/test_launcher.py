@@ -219,19 +219,16 @@ def _wait_for(condition, seconds: float, what: str):
 
 @pytest.mark.django_db(transaction=True)
 def test_run_serves_with_gunicorn_survives_a_killed_worker_and_stops_gently(tmp_path):
-    from django.db import connection
-
+    from conftest import test_database_url
     from imports.tests.csv_fixtures import ensure_role_groups
 
     ensure_role_groups()  # a transactional test before may have flushed them
-    database = connection.settings_dict
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {
         **os.environ,
-        "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}"
-        f"/{database['NAME']}",
+        "DATABASE_URL": test_database_url(),
         "PORT": str(port),
         "VAR_DIR": str(tmp_path),
         "WEB_WORKERS": "2",
