@@ -4,11 +4,11 @@ import os
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.db import connection
 
 from campaigns.delivery import OutgoingMessage, deliver_many
 from campaigns.delivery.models import OutboxMessage
 from config import launcher
+from conftest import test_database_url
 
 OUTBOX = "/campaigns/outbox/"
 
@@ -20,12 +20,9 @@ def embedded_sink(transactional_db, settings):
         key: os.environ.get(key)
         for key in ("EMAIL_HOST", "EMAIL_PORT", "EMBEDDED_SERVICES", "DATABASE_URL")
     }
-    database = connection.settings_dict
     os.environ.pop("EMAIL_HOST", None)
     os.environ["EMBEDDED_SERVICES"] = "1"
-    os.environ["DATABASE_URL"] = (
-        f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
-    )
+    os.environ["DATABASE_URL"] = test_database_url()
     process = launcher.start_embedded_smtp_sink()
     try:
         settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
