@@ -58,6 +58,7 @@ from profiles.properties import (
     normalize_device_id,
     normalize_identifier,
 )
+from profiles.rules.history import history_rows
 from profiles.rules.mapping import mapped_profile_data
 from profiles.services import (
     LOGIN_HOLDER,
@@ -546,17 +547,9 @@ def _property_types_write(cursor, planner: _Planner) -> None:
         raise BulkConflict
 
 
-CREATED_CHANGE = "Profile created"
-
-
 def _audit(state: _State) -> list[tuple[str, Any, Any]]:
-    """The PropertyChange rows of a profile. A profile the batch creates gets one row
-    holding its initial properties (not one per property: a bulk import creates many,
-    and each audit row costs a foreign-key check); updates get one row per change."""
-    if not state.is_new:
-        return state.changes
-    initial = {key: new for key, _, new in state.changes}
-    return [(CREATED_CHANGE, None, {k: v for k, v in initial.items() if v is not None})]
+    """The PropertyChange rows of a profile (profiles.rules.history)."""
+    return history_rows(state.changes, created=state.is_new)
 
 
 @dataclass(frozen=True)
