@@ -54,6 +54,7 @@ from profiles.properties import (
     IDENTITY_MISSING_MESSAGE,
     MAX_CUSTOM_PROFILE_KEYS,
     ErrorCode,
+    IdentifierHeldByAnother,
     RecordError,
     normalize_device_id,
     normalize_identifier,
@@ -400,11 +401,7 @@ class _Planner:
         for kind, value in update.add_identifiers.items():
             holder = self.owner.get((kind, value))
             if holder is not None and holder != state.token:
-                raise RecordError(
-                    ErrorCode.MISC,
-                    f"{kind.capitalize()} '{value}' belongs to another profile; "
-                    "profiles are never merged.",
-                )
+                raise IdentifierHeldByAnother(kind, value)
 
         def apply() -> None:
             state.fields.update(update.fields)
@@ -435,9 +432,8 @@ class _Planner:
 
     def culprit(self, state: _State, profile_data: dict[str, Any], error: RecordError) -> str:
         """The key a refused record was refused for (checked one key at a time)."""
-        if "belongs to another profile" in error.message:
-            kind = error.message.split(" ", 1)[0].lower()
-            return _key_for_kind(profile_data, kind)
+        if isinstance(error, IdentifierHeldByAnother):
+            return _key_for_kind(profile_data, error.kind)
         for key, value in profile_data.items():
             try:
                 self.plan(state, {key: value})

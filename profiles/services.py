@@ -66,6 +66,7 @@ from profiles.properties import (
     MAX_EVENT_PROPERTIES,
     RESERVED_EVENT_NAMES,
     ErrorCode,
+    IdentifierHeldByAnother,
     RecordError,
     coerce_scalar,
     format_date,
@@ -316,11 +317,7 @@ def _identifiers_attach(
                 continue
             if racing or owner is None:
                 raise _IdentityRace
-            raise RecordError(
-                ErrorCode.MISC,
-                f"{kind.capitalize()} '{value}' belongs to another profile; "
-                "profiles are never merged.",
-            )
+            raise IdentifierHeldByAnother(kind, value)
     if inserted:
         profile.identified = True  # the trigger set the column
 
