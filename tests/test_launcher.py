@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -371,8 +372,10 @@ def test_stopping_run_mid_import_commits_the_chunk_in_flight_and_resumes_on_rest
 
     first = launchers(IMPORT_CHUNK_ROWS=str(chunk), WEB_WORKERS="1")
     _wait_for(
-        lambda: first.process.poll() is not None
-        or ImportRun.objects.get(pk=run.pk).rows_done >= 10 * chunk,
+        lambda: (
+            first.process.poll() is not None
+            or ImportRun.objects.get(pk=run.pk).rows_done >= 10 * chunk
+        ),
         240,
         "the first chunks",
     )
@@ -405,3 +408,74 @@ def test_stopping_run_mid_import_commits_the_chunk_in_flight_and_resumes_on_rest
     assert events.count() == rows  # nothing lost, nothing doubled
     assert sorted(events.values_list("properties__Amount", flat=True)) == list(range(rows))
     assert second.stop(signal.SIGINT) == 0
+
+
+def _post_json(url: str, body: object, headers: dict[str, str]) -> tuple[int, dict]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json", **headers},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, {"body": error.read().decode(errors="replace")[:500]}
+    except OSError as error:
+        return 0, {"error": str(error)}
+
+
+def _connections_by_process() -> dict[str, int]:
+    """This database's connections in pg_stat_activity, by the launcher's process names."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT application_name, count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " GROUP BY application_name"
+        )
+        return dict(cursor.fetchall())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bursts_of_api_requests_keep_database_connections_within_the_bound(launchers):
+    from api.credentials import api_credential_create
+    from config.launcher import database_connections_bound
+    from imports.tests.csv_fixtures import ensure_role_groups
+    from profiles.models import Profile
+
+    ensure_role_groups()
+    credential, passcode = api_credential_create(name="burst")
+    headers = {"X-CleverTap-Account-Id": credential.account_id, "X-CleverTap-Passcode": passcode}
+    web_workers = 3
+    launcher = launchers(WEB_WORKERS=str(web_workers))
+    _wait_for(
+        lambda: launcher.process.poll() is not None or _get(f"{launcher.base}/healthz")[0] == 200,
+        240,
+        "the web server",
+    )
+    assert launcher.process.poll() is None, launcher.text()[-3000:]
+    bound = database_connections_bound(web_workers=web_workers)
+
+    def upload(n: int) -> tuple[int, dict]:
+        record = {"type": "profile", "identity": f"burst-{n}", "profileData": {"Name": f"B {n}"}}
+        return _post_json(f"{launcher.base}/1/upload", {"d": [record]}, headers)
+
+    requests = 60
+    for burst in range(2):
+        with ThreadPoolExecutor(max_workers=requests) as pool:
+            answers = list(pool.map(upload, range(burst * requests, (burst + 1) * requests)))
+        # Every request of both bursts answered, none with "too many clients".
+        assert [status for status, _ in answers] == [200] * requests, answers
+        assert all(body.get("processed") == 1 for _, body in answers), answers
+        held = _connections_by_process()
+        # The web server holds one connection per sync worker at most, and
+        # everything `make run` started stays within the documented bound.
+        assert held.get("userprofiles-web", 0) <= web_workers, held
+        assert sum(held.values()) <= bound, (held, bound)
+    assert Profile.objects.filter(identifiers__value__startswith="burst-").count() == 2 * requests
+    assert launcher.stop() == 0
