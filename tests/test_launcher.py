@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -325,7 +326,7 @@ class Launcher:
 
 
 @pytest.fixture
-def launchers(tmp_path):
+def launchers(tmp_path) -> Iterator[Callable[..., Launcher]]:
     from config.celery import app
 
     app.conf.task_always_eager = False
