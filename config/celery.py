@@ -1,6 +1,6 @@
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -9,3 +9,18 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 # The crash-recovery sweep lives outside the apps (config is not an app).
 app.autodiscover_tasks(lambda: ["config"], related_name="jobs")
+
+
+# A stopping worker lets each job in hand stop at its next boundary (config/jobs.py).
+@signals.worker_init.connect
+def _install_stop_flag(**_: object) -> None:
+    from config.jobs import worker_stop_flag_install
+
+    worker_stop_flag_install()
+
+
+@signals.worker_shutting_down.connect
+def _request_stop(**_: object) -> None:
+    from config.jobs import worker_stop_request
+
+    worker_stop_request()

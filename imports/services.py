@@ -50,6 +50,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from config.jobs import JobInterrupted, handed_back_heartbeat, job_stop_check, job_stop_requested
 from imports.models import ImportKind, ImportOrigin, ImportRejectedRow, ImportRun, ImportStatus
 from imports.sources import csv as csv_source
 from imports.sources.csv import CellError, ColumnSpec, CsvFileError
@@ -673,13 +674,18 @@ def _import_chunks(run: ImportRun, claim: uuid.UUID) -> None:
             # Inside a caller's transaction (a test's) other connections cannot see
             # the run: one chunk after the other, on this connection.
             for chunk in chunks:
+                job_stop_check()
                 _chunk_commit(run, claim, reader, actor, chunk, None, _Turn(), abort)
             return
         in_flight: deque[Future] = deque()
         previous: _Turn | None = None
+        stopping = False
         with ThreadPoolExecutor(PIPELINE_DEPTH, thread_name_prefix=f"import-{run.pk}") as pool:
             try:
                 for chunk in chunks:
+                    # The worker is stopping: the chunks in flight commit, no new one starts.
+                    if stopping := job_stop_requested():
+                        break
                     if len(in_flight) == PIPELINE_DEPTH:
                         in_flight.popleft().result()  # the oldest chunk's error, if any
                     turn = _Turn()
@@ -694,6 +700,9 @@ def _import_chunks(run: ImportRun, claim: uuid.UUID) -> None:
                 raise
             finally:
                 _pool_connections_close(pool, PIPELINE_DEPTH)
+        if stopping:
+            rows.close()  # the CSV reader lets go of the file before it closes
+            raise JobInterrupted
 
 
 def import_run_execute(*, import_run_id: int) -> ImportRun:
@@ -717,6 +726,12 @@ def import_run_execute(*, import_run_id: int) -> ImportRun:
         _finish(run, claim, ImportStatus.FAILED, str(error))
     except _ClaimLost:
         logger.warning("import run %s was taken over by another worker", run.pk)
+    except JobInterrupted:
+        # Stopped at a chunk boundary: hand the run back, claimable at once.
+        ImportRun.objects.filter(pk=run.pk, claim=claim).update(
+            claim=None, heartbeat_at=handed_back_heartbeat(stale_after())
+        )
+        raise
     except (OperationalError, InterfaceError, BulkConflict, SoftTimeLimitExceeded):
         _release(run, claim)
         raise

@@ -9,7 +9,7 @@ from django.db.models import Max
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from config.jobs import register_recoverable_job
+from config.jobs import JobInterrupted, register_recoverable_job
 from imports.models import SftpRun, SftpRunStatus, SftpRunTrigger, SftpSource
 from imports.sftp.services import SftpSourceBusy, sftp_source_poll
 
@@ -46,6 +46,15 @@ def sftp_poll_source_task(self, source_id: int, trigger: str = SftpRunTrigger.SC
     except SftpSourceBusy:
         logger.info("SFTP source %s: a poll is already running, skipping", source.name)
         return "busy"
+    except JobInterrupted:
+        # The worker is stopping: the file in hand stopped at a chunk boundary (its
+        # import handed back, its ledger row still importing). A new poll takes over
+        # on the next start, as after a crash, and resumes that import.
+        for run_id in SftpRun.objects.filter(
+            source=source, status=SftpRunStatus.RUNNING
+        ).values_list("pk", flat=True):
+            sftp_run_resume(run_id)
+        return "interrupted: a new poll continues on the next start"
     if run.status == SftpRunStatus.FAILED and run.error_transient:
         countdown = RETRY_BASE_SECONDS * 2**self.request.retries
         if self.request.retries < MAX_RETRIES:
