@@ -98,7 +98,8 @@ class TestReach:
         return Segment.objects.create(name="Everyone", definition={"all": []})
 
     def test_breakdown_follows_the_reachable_condition(self, segment):
-        reach = {row["channel"]: row["count"] for row in selectors.segment_reach(segment.definition)}
+        rows = selectors.segment_reach(segment.definition)
+        reach = {row["channel"]: row["count"] for row in rows}
         assert reach == {"email": 1, "sms": 1, "whatsapp": 1, "push": 1}
         for channel, count in reach.items():
             condition = {"system": "reachable", "op": "equals", "value": channel}
