@@ -13,6 +13,8 @@ class ImportStatus(models.TextChoices):
     RUNNING = "running", "Running"
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
+    # Stopped by a person at a chunk boundary: what committed stays; never resumed.
+    CANCELLED = "cancelled", "Cancelled"
 
 
 class ImportOrigin(models.TextChoices):
@@ -35,7 +37,7 @@ class ImportRun(models.Model):
     file = models.FileField(upload_to="imports/%Y/%m/")
     file_size = models.PositiveBigIntegerField(default=0)
     status = models.CharField(
-        max_length=8, choices=ImportStatus.choices, default=ImportStatus.PENDING
+        max_length=16, choices=ImportStatus.choices, default=ImportStatus.PENDING
     )
     origin = models.CharField(max_length=8, choices=ImportOrigin.choices, default=ImportOrigin.WEB)
     uploaded_by = models.ForeignKey(
@@ -85,7 +87,16 @@ class ImportRun(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        return self.status in {ImportStatus.DONE, ImportStatus.FAILED}
+        return self.status in {ImportStatus.DONE, ImportStatus.FAILED, ImportStatus.CANCELLED}
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in {ImportStatus.QUEUED, ImportStatus.RUNNING}
+
+    @property
+    def can_cancel(self) -> bool:
+        # An SFTP file's run belongs to its poll, which moves the file by the result.
+        return self.is_active and self.origin != ImportOrigin.SFTP
 
     @property
     def percent_done(self) -> int:
