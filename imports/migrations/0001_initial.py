@@ -102,6 +102,9 @@ class Migration(migrations.Migration):
                 ('files_failed', models.PositiveIntegerField(default=0)),
                 ('error', models.TextField(blank=True, default='')),
                 ('error_transient', models.BooleanField(default=False)),
+                ('retry_number', models.PositiveSmallIntegerField(default=0)),
+                ('retries_max', models.PositiveSmallIntegerField(default=0)),
+                ('retry_at', models.DateTimeField(blank=True, null=True)),
                 ('source', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='runs', to='imports.sftpsource')),
             ],
             options={
