@@ -159,7 +159,7 @@ def property_value_suggestions(*, name: str) -> list[str]:
     if column is not None:
         if column.type != "string":
             return []
-        field = connection.ops.quote_name(Profile._meta.get_field(column.field).column)
+        field = connection.ops.quote_name(column.field)  # DEFAULT_COLUMNS names plain columns
         sample = f"SELECT {field} AS value FROM {table} WHERE {field} <> '' LIMIT %s"
         params: tuple[Any, ...] = (SUGGESTION_SAMPLE,)
     else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from django.core.files.base import ContentFile
@@ -75,13 +76,13 @@ def _content(superuser, tmp_path) -> dict[str, dict[str, object]]:
     from segments.models import Segment, SegmentExport
 
     # A profile with many properties, long values and a busy timeline.
-    custom = {f"Favourite thing number {n}": f"{LONG_WORD} {n}" for n in range(25)}
+    custom: dict[str, Any] = {f"Favourite thing number {n}": f"{LONG_WORD} {n}" for n in range(25)}
     custom |= {"Avatar URL": LONG_URL, "Score": 42.5, "Interests": ["a" * 60, "b" * 60, "c"]}
     for name, value in custom.items():
         type_ = "number" if isinstance(value, float) else "list" if isinstance(value, list) else (
             "string")  # fmt: skip
         PropertyDefinition.objects.get_or_create(scope="profile", name=name, type=type_)
-    person = ProfileFactory(name="Maximiliana " + LONG_WORD, email=f"{'m' * 50}@example.com",
+    person: Any = ProfileFactory(name="Maximiliana " + LONG_WORD, email=f"{'m' * 50}@example.com",
                             phone="+14155550100", photo=LONG_URL, custom=custom)  # fmt: skip
     IdentifierFactory(profile=person, kind="identity", value="user-" + "9" * 60)
     IdentifierFactory(profile=person, kind="email", value=person.email)
