@@ -125,3 +125,19 @@ def test_system_segments_get_their_size_from_the_recount(marketer_client):
     assert sizes == {"all_users": Profile.objects.count(), "test_users": 1}
     text = marketer_client.get("/segments/").content.decode()
     assert "as of" in text and "not counted yet" not in text
+
+
+def test_beat_recounts_the_system_segments_on_a_real_worker(settings, celery_worker_real):
+    import time
+
+    from segments.tasks import segment_system_recount_task
+
+    entry = settings.CELERY_BEAT_SCHEDULE["segments-system-recount"]
+    assert entry["task"] == segment_system_recount_task.name
+    ProfileFactory()
+    segment_system_recount_task.delay()
+    deadline = time.monotonic() + 60
+    while Segment.objects.filter(system_key="all_users", last_count=None).exists():
+        assert time.monotonic() < deadline, "the worker never counted the system segments"
+        time.sleep(0.2)
+    assert Segment.objects.get(system_key="all_users").last_count == 1
