@@ -282,6 +282,18 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# The system segments ("All Users", "Test Users") are recounted this often, so the
+# segment list shows their size (as of the last count) without counting on a page view.
+SEGMENT_SYSTEM_RECOUNT_SECONDS = float(os.environ.get("SEGMENT_SYSTEM_RECOUNT_SECONDS", 600))
+CELERY_BEAT_SCHEDULE = {
+    **CELERY_BEAT_SCHEDULE,
+    "segments-system-recount": {
+        "task": "segments.tasks.segment_system_recount_task",
+        "schedule": SEGMENT_SYSTEM_RECOUNT_SECONDS,
+        "options": {"expires": SEGMENT_SYSTEM_RECOUNT_SECONDS},
+    },
+}
+
 
 # Delivery providers (campaigns.delivery). With no EMAIL_HOST in embedded mode the
 # launcher starts a local SMTP sink and sets EMAIL_HOST/EMAIL_PORT to it.

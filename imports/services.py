@@ -483,6 +483,35 @@ class _ClaimLost(Exception):
     """Another worker took the run over (ours was presumed dead): stop quietly."""
 
 
+class _Cancelled(Exception):
+    """A person cancelled the run: stop before the next chunk writes anything."""
+
+
+def import_run_cancel(*, import_run: ImportRun, user: Any) -> bool:
+    """Cancel a queued or running run (not an SFTP file's: its poll owns it).
+
+    Conditional update: True when this call cancelled it. The running worker
+    stops at its next chunk boundary (each chunk re-checks the run, locked,
+    before it writes), so the chunks already committed stay, with counters that
+    match them; the chunk being written when this lands commits first (the
+    update waits for its row lock). Status CANCELLED is never claimed again nor
+    resumed by the recovery sweep (config.jobs takes RUNNING runs only).
+    """
+    who = getattr(user, "get_username", lambda: "")() or "someone"
+    return bool(
+        ImportRun.objects.filter(
+            pk=import_run.pk, status__in=[ImportStatus.QUEUED, ImportStatus.RUNNING]
+        )
+        .exclude(origin=ImportOrigin.SFTP)
+        .update(
+            status=ImportStatus.CANCELLED,
+            claim=None,
+            finished_at=timezone.now(),
+            error=f"Cancelled by {who}.",
+        )
+    )
+
+
 def _claim(import_run_id: int, claim: uuid.UUID) -> bool:
     now = timezone.now()
     claimable = Q(status__in=[ImportStatus.PENDING, ImportStatus.QUEUED]) | Q(
@@ -602,13 +631,15 @@ def _chunk_commit(
     def before_write() -> set[tuple[str, str]]:
         if previous is not None:
             previous.wait(abort)
-        mine = (
+        status = (
             ImportRun.objects.select_for_update()
-            .filter(pk=run.pk, claim=claim, status=ImportStatus.RUNNING)
-            .exists()
+            .filter(pk=run.pk, claim=claim)
+            .values_list("status", flat=True)
+            .first()
         )
-        if not mine:
-            raise _ClaimLost
+        if status != ImportStatus.RUNNING:
+            cancelled = ImportRun.objects.filter(pk=run.pk, status=ImportStatus.CANCELLED)
+            raise _Cancelled if cancelled.exists() else _ClaimLost
         return previous.identifiers_written if previous is not None else set()
 
     try:
@@ -732,6 +763,8 @@ def import_run_execute(*, import_run_id: int) -> ImportRun:
             claim=None, heartbeat_at=handed_back_heartbeat(stale_after())
         )
         raise
+    except _Cancelled:
+        logger.info("import run %s cancelled; stopped at a chunk boundary", run.pk)
     except (OperationalError, InterfaceError, BulkConflict, SoftTimeLimitExceeded):
         _release(run, claim)
         raise

@@ -22,6 +22,19 @@ def segment_export_task(export_id: int) -> None:
         job_continue_later(segment_export_task, export_id)
 
 
+@shared_task(
+    acks_late=True,
+    soft_time_limit=5 * 60,
+    time_limit=5 * 60 + 30,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    max_retries=3,
+)
+def segment_system_recount_task() -> None:
+    """Count the system segments (beat, every SEGMENT_SYSTEM_RECOUNT_SECONDS)."""
+    services.segment_system_recount()
+
+
 def _stale_export_ids(cutoff):
     return SegmentExport.objects.filter(
         status=ExportStatus.RUNNING, heartbeat_at__lt=cutoff

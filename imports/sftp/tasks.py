@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 from celery import shared_task
@@ -41,6 +42,9 @@ def sftp_poll_source_task(self, source_id: int, trigger: str = SftpRunTrigger.SC
         return "source deleted"
     if not source.enabled and trigger == SftpRunTrigger.SCHEDULE:
         return "source disabled"
+    if self.request.retries:
+        # The retry announced on the failed attempt is this one: that attempt just failed.
+        SftpRun.objects.filter(source=source, retry_at__isnull=False).update(retry_at=None)
     try:
         run = sftp_source_poll(source=source, trigger=trigger)
     except SftpSourceBusy:
@@ -58,6 +62,12 @@ def sftp_poll_source_task(self, source_id: int, trigger: str = SftpRunTrigger.SC
     if run.status == SftpRunStatus.FAILED and run.error_transient:
         countdown = RETRY_BASE_SECONDS * 2**self.request.retries
         if self.request.retries < MAX_RETRIES:
+            # The page says "Retrying (k of n)" rather than "Failed" until the last try.
+            SftpRun.objects.filter(pk=run.pk).update(
+                retry_number=self.request.retries + 1,
+                retries_max=MAX_RETRIES,
+                retry_at=timezone.now() + dt.timedelta(seconds=countdown),
+            )
             raise self.retry(countdown=countdown)
     return f"{run.status}: {run.files_imported} imported, {run.files_failed} failed"
 
