@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import models
 
 # The outbox of the local SMTP sink lives with the delivery code; importing it registers it.
-from campaigns.delivery.models import OutboxMessage
+from campaigns.delivery.models import MessagingSettings, OutboxMessage
 
 
 class Channel(models.TextChoices):
@@ -136,4 +136,4 @@ class Delivery(models.Model):
         return f"{self.get_outcome_display()} to profile {self.profile_id} in run {self.run_id}"
 
 
-__all__ = ["Campaign", "CampaignRun", "Delivery", "OutboxMessage"]
+__all__ = ["Campaign", "CampaignRun", "Delivery", "MessagingSettings", "OutboxMessage"]

@@ -12,6 +12,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from campaigns import delivery as delivery_module
+from campaigns.delivery import services as delivery_services
 from campaigns.models import (
     AudienceKind,
     Campaign,
@@ -213,13 +214,16 @@ def deliver_batch(run: CampaignRun, claimed: list[Delivery]) -> None:
             row.save(update_fields=["outcome", "error"])
     results = delivery_module.deliver_many(messages) if messages else []
     now = timezone.now()
-    sent_events = []
+    sent_events, gone_tokens = [], []
     for row, result in zip(rendered, results, strict=True):
         row.outcome = Outcome.SENT if result.accepted else Outcome.FAILED
         row.error, row.provider_id, row.at = result.error[:2000], result.provider_id[:200], now
         if result.accepted:
             sent_events.append((row.profile_id, "Notification Sent", {"Campaign": campaign.name}))
+        if result.gone:
+            gone_tokens.append(row.address)
     Delivery.objects.bulk_update(rendered, ["outcome", "error", "provider_id", "at"])
+    delivery_services.push_tokens_forget(tokens=gone_tokens)
     if sent_events:
         delivery_module.notification_events_record(deliveries=sent_events)
 

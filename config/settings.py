@@ -300,3 +300,7 @@ TWILIO_WHATSAPP_FROM = os.environ.get("TWILIO_WHATSAPP_FROM", "")
 FCM_BASE_URL = os.environ.get("FCM_BASE_URL", "https://fcm.googleapis.com")
 FCM_PROJECT_ID = os.environ.get("FCM_PROJECT_ID", "")
 FCM_ACCESS_TOKEN = os.environ.get("FCM_ACCESS_TOKEN", "")
+# Web push (pywebpush): the VAPID subject ("mailto:" or "https:" contact for push services)
+# and how long a push service keeps a message for a browser that is offline.
+WEBPUSH_SUBJECT = os.environ.get("WEBPUSH_SUBJECT", f"mailto:{DEFAULT_FROM_EMAIL}")
+WEBPUSH_TTL_SECONDS = int(os.environ.get("WEBPUSH_TTL_SECONDS", 24 * 60 * 60))
