@@ -58,3 +58,22 @@ def push_tokens_forget(*, tokens: list[str]) -> int:
     if not tokens:
         return 0
     return Device.objects.filter(push_token__in=tokens).update(push_token="")
+
+
+def messaging_settings_update(
+    *, values: dict[str, str], secrets: dict[str, str | None], user
+) -> MessagingSettings:
+    """Save Settings → Messaging. Plain values replace the saved ones (blank: use the
+    environment's); a secret is replaced only when given (None removes it) and is stored
+    encrypted. The VAPID keys are never touched here (they are generated once)."""
+    with transaction.atomic():
+        row, _ = MessagingSettings.objects.select_for_update().get_or_create(
+            pk=MessagingSettings.SINGLETON
+        )
+        for name, value in values.items():
+            setattr(row, name, value)
+        for name, secret in secrets.items():
+            setattr(row, f"{name}_encrypted", secret_encrypt(secret) if secret else "")
+        row.updated_by = user
+        row.save()
+    return row
