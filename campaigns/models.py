@@ -122,6 +122,9 @@ class Delivery(models.Model):
     address = models.CharField(max_length=2048, blank=True, default="")
     error = models.TextField(blank=True, default="")
     provider_id = models.CharField(max_length=200, blank=True, default="")
+    # What the provider reported later about an accepted message (Twilio's status
+    # callback: "delivered", "undelivered", "failed", …); "" until it reports.
+    provider_status = models.CharField(max_length=16, blank=True, default="")
     # The live event that triggered the message (its properties feed {{ Event.* }}).
     event_id = models.BigIntegerField(null=True, blank=True)
     at = models.DateTimeField(null=True, blank=True)

@@ -130,10 +130,11 @@ def outcomes_assign(run: CampaignRun, audience: QuerySet[Profile]) -> int:
         reachable_sql, reachable_params = "SELECT NULL::bigint WHERE false", ()
     table = Delivery._meta.db_table
     sql = f"""
-        INSERT INTO {table} (run_id, profile_id, outcome, address, error, provider_id)
+        INSERT INTO {table} (run_id, profile_id, outcome, address, error, provider_id,
+                             provider_status)
         SELECT %s, p.id,
                CASE WHEN p.id IN (SELECT * FROM ({reachable_sql}) r) THEN %s ELSE %s END,
-               {_address_sql(channel)}, '', ''
+               {_address_sql(channel)}, '', '', ''
           FROM {Profile._meta.db_table} p
          WHERE p.id IN (SELECT * FROM ({audience_sql}) a)
          ORDER BY p.id
@@ -169,7 +170,8 @@ def _rate(channel: str) -> float:
 
 
 def message_for(campaign: Campaign, profile: Profile, address: str, reference: str,
-                event: Event | None = None) -> delivery_module.OutgoingMessage:  # fmt: skip
+                event: Event | None = None, *, status_callback: str = "",
+                ) -> delivery_module.OutgoingMessage:  # fmt: skip
     context = {
         "Profile": profile_context(profile),
         "Event": dict(event.properties) if event else {},
@@ -183,6 +185,7 @@ def message_for(campaign: Campaign, profile: Profile, address: str, reference: s
         body=body,
         html=body if html else None,
         reference=reference,
+        status_callback=status_callback,
     )
 
 
@@ -207,25 +210,34 @@ def deliver_batch(run: CampaignRun, claimed: list[Delivery]) -> None:
         event = Event.objects.filter(pk=row.event_id).first() if row.event_id else None
         try:
             reference = f"run-{run.pk}-profile-{row.profile_id}"
-            messages.append(message_for(campaign, row.profile, row.address, reference, event))
+            callback = delivery_services.status_callback_url(channel=campaign.channel,
+                                                             delivery_id=row.pk)  # fmt: skip
+            messages.append(message_for(campaign, row.profile, row.address, reference, event,
+                                        status_callback=callback))  # fmt: skip
             rendered.append(row)
         except TemplateProblem as problem:
             row.outcome, row.error = Outcome.FAILED, str(problem)
             row.save(update_fields=["outcome", "error"])
     results = delivery_module.deliver_many(messages) if messages else []
     now = timezone.now()
-    sent_events, gone_tokens = [], []
+    events: list[tuple[int, str, dict, str]] = []
+    gone_tokens = []
     for row, result in zip(rendered, results, strict=True):
         row.outcome = Outcome.SENT if result.accepted else Outcome.FAILED
         row.error, row.provider_id, row.at = result.error[:2000], result.provider_id[:200], now
+        properties = {"Campaign": campaign.name, "Channel": campaign.get_channel_display()}
         if result.accepted:
-            sent_events.append((row.profile_id, "Notification Sent", {"Campaign": campaign.name}))
+            events.append((row.profile_id, "Notification Sent", properties, f"ntf-{row.pk}-sent"))
+        else:
+            # The provider refused it after the retries: on the timeline with its reason.
+            reason = {**properties, "Reason": result.error[:500]}
+            events.append((row.profile_id, "Notification Failed", reason, f"ntf-{row.pk}-failed"))
         if result.gone:
             gone_tokens.append(row.address)
     Delivery.objects.bulk_update(rendered, ["outcome", "error", "provider_id", "at"])
     delivery_services.push_tokens_forget(tokens=gone_tokens)
-    if sent_events:
-        delivery_module.notification_events_record(deliveries=sent_events)
+    if events:
+        delivery_module.notification_events_record(deliveries=events)
 
 
 def run_deliver(run_id: int) -> CampaignRun:

@@ -1,8 +1,10 @@
 import csv
 
 from django.contrib import messages
+from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
@@ -174,3 +176,21 @@ def vapid_keys_generate(request: HttpRequest) -> HttpResponse:
     delivery_services.vapid_keys_ensure()
     messages.success(request, "Web push keys are ready.")
     return redirect("messaging_settings:edit")
+
+
+@login_not_required  # a provider's server calls it: X-Twilio-Signature authenticates it
+@csrf_exempt  # (same reason: no browser session, no CSRF token)
+@require_POST
+def twilio_status(request: HttpRequest, pk: int) -> HttpResponse:
+    """Twilio's status callback for one delivery (no login: signed with the auth token)."""
+    try:
+        delivery_services.delivery_status_record(
+            delivery_id=pk,
+            path=request.path,
+            params=list(request.POST.items()),
+            signature=request.headers.get("X-Twilio-Signature", ""),
+        )
+    except delivery_services.StatusReportRefused as refused:
+        return HttpResponse(str(refused), status=403 if refused.forbidden else 400,
+                            content_type="text/plain")  # fmt: skip
+    return HttpResponse(status=204)

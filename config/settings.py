@@ -304,3 +304,6 @@ FCM_ACCESS_TOKEN = os.environ.get("FCM_ACCESS_TOKEN", "")
 # and how long a push service keeps a message for a browser that is offline.
 WEBPUSH_SUBJECT = os.environ.get("WEBPUSH_SUBJECT", f"mailto:{DEFAULT_FROM_EMAIL}")
 WEBPUSH_TTL_SECONDS = int(os.environ.get("WEBPUSH_TTL_SECONDS", 24 * 60 * 60))
+# The address providers reach this server at (e.g. https://profiles.example.com) for their
+# delivery reports (Twilio's status callback); empty: no reports are asked for.
+CAMPAIGN_CALLBACK_BASE_URL = os.environ.get("CAMPAIGN_CALLBACK_BASE_URL", "").rstrip("/")

@@ -40,7 +40,9 @@ def deliver_many(messages: list[OutgoingMessage]) -> list[DeliveryResult]:
     return _deliver_many(messages)
 
 
-def notification_events_record(*, deliveries: list[tuple[int, str, dict]]) -> None:
+def notification_events_record(
+    *, deliveries: list[tuple[int, str, dict] | tuple[int, str, dict, str]]
+) -> None:
     from campaigns.delivery.events import notification_events_record as _record
 
     _record(deliveries=deliveries)

@@ -77,3 +77,86 @@ def messaging_settings_update(
         row.updated_by = user
         row.save()
     return row
+
+
+# Twilio's message statuses, in the order a message moves through them; a report that
+# arrives late (Twilio does not promise order) never moves a delivery backwards.
+TWILIO_STATUS_ORDER = ["queued", "sending", "sent", "delivered", "undelivered", "failed", "read"]
+TWILIO_STATUS_EVENT = {
+    "delivered": "Notification Delivered",
+    "undelivered": "Notification Failed",
+    "failed": "Notification Failed",
+}
+
+
+def status_callback_url(*, channel: str, delivery_id: int) -> str:
+    """Where the SMS/WhatsApp provider reports on one delivery ("" when this server has
+    no public address configured, or the channel has no reports)."""
+    from django.conf import settings
+    from django.urls import reverse
+
+    base = settings.CAMPAIGN_CALLBACK_BASE_URL
+    if not base or channel not in ("sms", "whatsapp"):
+        return ""
+    return base + reverse("campaigns:twilio_status", args=[delivery_id])
+
+
+class StatusReportRefused(ValueError):
+    """A status report that is not from our provider (forbidden) or not about one of our
+    messages (bad request)."""
+
+    def __init__(self, message: str, *, forbidden: bool = False) -> None:
+        super().__init__(message)
+        self.forbidden = forbidden
+
+
+def delivery_status_record(
+    *, delivery_id: int, path: str, params: list[tuple[str, str]], signature: str
+) -> str:
+    """Take one Twilio status callback: check its signature with the auth token in use,
+    move the delivery's provider status forward, and put delivered/failed on the profile's
+    timeline (through the ingest path, once per delivery and status). Returns the status."""
+    from django.conf import settings
+
+    from campaigns.delivery.config import provider_config
+    from campaigns.delivery.events import notification_events_record
+    from campaigns.delivery.twilio import twilio_signature_valid
+    from campaigns.models import Delivery
+
+    config = provider_config()
+    url = settings.CAMPAIGN_CALLBACK_BASE_URL + path
+    if not twilio_signature_valid(
+        url=url, params=params, auth_token=config.twilio_auth_token, signature=signature
+    ):
+        raise StatusReportRefused("the signature does not match", forbidden=True)
+    values = dict(params)
+    status = values.get("MessageStatus", "").lower()
+    if status not in TWILIO_STATUS_ORDER:
+        raise StatusReportRefused(f"unknown MessageStatus {status!r}")
+    delivery = (
+        Delivery.objects.select_related("run__campaign")
+        .filter(pk=delivery_id, provider_id=values.get("MessageSid", "\0"))
+        .first()
+    )
+    if delivery is None:
+        raise StatusReportRefused("no such message")
+    later = TWILIO_STATUS_ORDER[TWILIO_STATUS_ORDER.index(status) + 1 :]
+    # Conditional update: only forward moves count, so two reports racing agree.
+    moved = (
+        Delivery.objects.filter(pk=delivery.pk)
+        .exclude(provider_status__in=[*later, status])
+        .update(provider_status=status)
+    )
+    name = TWILIO_STATUS_EVENT.get(status)
+    if moved and name:
+        campaign = delivery.run.campaign
+        properties = {"Campaign": campaign.name, "Channel": campaign.get_channel_display()}
+        if name == "Notification Failed":
+            code = values.get("ErrorCode", "")
+            properties["Reason"] = f"provider reported {status}" + (
+                f" (error {code})" if code else ""
+            )
+        notification_events_record(
+            deliveries=[(delivery.profile_id, name, properties, f"ntf-{delivery.pk}-{status}")]
+        )
+    return status
