@@ -21,6 +21,7 @@ class ReceivedMail:
     mail_from: str
     rcpt_tos: list[str]
     message: EmailMessage
+    peer: tuple = ()  # the client's (address, port): one per SMTP connection
 
 
 class _CollectingHandler:
@@ -29,7 +30,9 @@ class _CollectingHandler:
 
     async def handle_DATA(self, server, session, envelope) -> str:
         parsed = message_from_bytes(envelope.content, policy=policy.default)
-        self.received.append(ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), parsed))
+        self.received.append(
+            ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), parsed, tuple(session.peer))
+        )
         return "250 OK"
 
 
