@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from django.db import connection
+import psycopg
+from django.db import OperationalError, connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import TruncDate
@@ -20,13 +22,15 @@ from profiles.models import (
     Device,
     Event,
     Identifier,
+    OverviewDay,
+    OverviewTotals,
     Profile,
     PropertyChange,
     PropertyDefinition,
     PropertyScope,
 )
 from profiles.properties import DEFAULT_PROPERTIES, YES_NO, RecordError, normalize_identifier
-from profiles.rules.reachability import ADDRESS_CHANNELS, PUSH_FLAG, push_verdict
+from profiles.rules.reachability import ADDRESS_CHANNELS, CHANNEL_KEYS, PUSH_FLAG, push_verdict
 
 
 def years_before(day: dt.date, years: int) -> dt.date:
@@ -421,3 +425,100 @@ def profile_linked_anonymous(*, profile: Profile) -> list[Profile]:
     return list(
         Profile.objects.filter(linked_to=profile).prefetch_related("devices").order_by("id")
     )
+
+
+# --- the home overview ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Overview:
+    totals: OverviewTotals | None  # None until the first refresh ran
+    profiles_estimate: int  # the planner's row estimate, for the page before that
+    days: list[OverviewDay]  # the window, oldest first, a zero row for a missing day
+    events_today: int
+    events_7_days: int
+    reachable: list[tuple[str, int]]  # (channel label, profiles)
+    days_as_of: dt.datetime | None
+
+
+def table_row_estimate(table: str) -> int:
+    """PostgreSQL's own estimate of a table's rows (pg_class.reltuples, kept by
+    autovacuum/ANALYZE): instant, and labelled "about" wherever it is shown."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [table])
+        row = cursor.fetchone()
+    return max(int(row[0]), 0) if row else 0
+
+
+def overview_get(*, today: dt.date) -> Overview:
+    """The overview as last counted by profiles.overview.overview_refresh: three small
+    queries whatever the number of profiles and events."""
+    from profiles.overview import overview_window
+
+    window = overview_window(today=today)
+    totals = OverviewTotals.objects.filter(id=1).first()
+    stored = {row.day: row for row in OverviewDay.objects.filter(day__in=window)}
+    days = [stored.get(day) or OverviewDay(day=day, computed_at=timezone.now()) for day in window]
+    labels = {channel.key: channel.label for channel in ADDRESS_CHANNELS} | {"push": "Push"}
+    counted = totals.reachable if totals else {}
+    reachable = [(labels[key], counted[key]) for key in CHANNEL_KEYS if key in counted]
+    return Overview(
+        totals=totals,
+        profiles_estimate=0 if totals else table_row_estimate("profiles_profile"),
+        days=days,
+        events_today=days[-1].events,
+        events_7_days=sum(day.events for day in days[-7:]),
+        reachable=reachable,
+        days_as_of=max((row.computed_at for row in stored.values()), default=None),
+    )
+
+
+# --- Find People's match count -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MatchCount:
+    value: int
+    exact: bool  # False: the planner's estimate, shown as "about N"
+
+
+def queryset_row_estimate(queryset: QuerySet) -> int:
+    """The planner's estimate of the rows a query returns (EXPLAIN, not run)."""
+    sql, params = queryset.order_by().values("pk").query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        plan = cursor.fetchone()[0]
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return max(int(plan[0]["Plan"]["Plan Rows"]), 0)
+
+
+def people_match_count(
+    *, queryset: QuerySet[Profile], exact_up_to: int, timeout_ms: int
+) -> MatchCount:
+    """How many profiles a search finds: exact when counting is cheap (at most
+    `exact_up_to` rows, within `timeout_ms`), the planner's estimate otherwise.
+
+    The capped count reads at most `exact_up_to` + 1 rows; a statement timeout in a
+    savepoint stops a count that would scan too far (a rare filter over a million
+    profiles), and the estimate answers instead."""
+    capped = queryset.order_by().values("pk")[: exact_up_to + 1]
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            # Local to this transaction (or savepoint): put back before leaving it, for
+            # a caller's outer transaction.
+            cursor.execute(
+                "SELECT current_setting('statement_timeout'),"
+                " set_config('statement_timeout', %s, true)",
+                [f"{int(timeout_ms)}ms"],
+            )
+            previous = cursor.fetchone()[0]
+            counted = capped.count()
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
+    except OperationalError as error:
+        if not isinstance(error.__cause__, psycopg.errors.QueryCanceled):
+            raise
+        counted = exact_up_to + 1
+    if counted <= exact_up_to:
+        return MatchCount(value=counted, exact=True)
+    return MatchCount(value=max(queryset_row_estimate(queryset), exact_up_to + 1), exact=False)
