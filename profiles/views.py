@@ -10,10 +10,13 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import (
+    FileResponse,
     Http404,
     HttpRequest,
     HttpResponse,
@@ -21,21 +24,25 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.utils.safestring import mark_safe
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseStopPolling
 from django_tables2 import RequestConfig
 
 from config.access import permission_required
+from profiles.exports import people_export_filters, people_export_start
 from profiles.filters import PeopleFilter
 from profiles.forms import DeleteProfileForm, MarkTestForm
-from profiles.models import Event, Profile, PropertyChange
+from profiles.models import Event, PeopleExport, PeopleExportStatus, Profile, PropertyChange
 from profiles.properties import DEFAULT_PROPERTIES
 from profiles.selectors import (
     TimelineCursor,
     age_on,
     people_list,
+    people_match_count,
     profile_activity,
     profile_changes,
     profile_export_changes,
@@ -92,10 +99,68 @@ def find_people(request: HttpRequest) -> HttpResponse:
             request.GET.get(name) for name in filterset.filters if name not in ("q",)
         ),
     }
+    if filterset.is_searching and not filterset.errors:
+        context["match_count"] = people_match_count(
+            queryset=filterset.qs,
+            exact_up_to=settings.PEOPLE_COUNT_EXACT_UP_TO,
+            timeout_ms=settings.PEOPLE_COUNT_TIMEOUT_MS,
+        )
+        context["export_filters"] = people_export_filters(request.GET)
+        context["exact_up_to"] = settings.PEOPLE_COUNT_EXACT_UP_TO
     if not _wants_partial(request):
         context["property_names"] = profile_property_names()
     return _render(
         request, "profiles/find_people.html", context, "profiles/find_people.html#results"
+    )
+
+
+# --- exports of a search ---------------------------------------------------------------
+# Who may export people: the permission segment exports ask for (Marketers, Admins).
+EXPORT_PERMISSION = "segments.view_segment"
+
+
+def _own_export_or_404(request: HttpRequest, pk: int) -> PeopleExport:
+    """An export is its author's (a file of personal data): others get a 404."""
+    export = PeopleExport.objects.filter(pk=pk).first()
+    if export is None or not (request.user.is_superuser or export.created_by_id == request.user.pk):
+        raise Http404("No such export.")
+    return export
+
+
+@require_POST
+@permission_required(EXPORT_PERMISSION)
+def people_export_start_view(request: HttpRequest) -> HttpResponse:
+    filters = people_export_filters(request.POST)
+    try:
+        export = people_export_start(filters=filters, user=request.user)
+    except ValueError as problem:
+        messages.error(request, f"Cannot export this search: {problem}")
+        return redirect(f"{reverse('profiles:find_people')}?{urlencode(filters)}")
+    return redirect("profiles:export_progress", pk=export.pk)
+
+
+@require_GET
+@permission_required(EXPORT_PERMISSION)
+def people_export_progress(request: HttpRequest, pk: int) -> HttpResponse:
+    export = _own_export_or_404(request, pk)
+    context = {"nav": "people", "export": export, "search": urlencode(export.filters)}
+    if _wants_partial(request):
+        response = render(request, "profiles/people_export.html#progress", context)
+        if export.is_finished:
+            response.status_code = HttpResponseStopPolling.status_code
+        return response
+    return render(request, "profiles/people_export.html", context)
+
+
+@require_GET
+@permission_required(EXPORT_PERMISSION)
+def people_export_download(request: HttpRequest, pk: int) -> HttpResponse:
+    export = _own_export_or_404(request, pk)
+    if export.status != PeopleExportStatus.DONE or not export.file:
+        raise Http404("This export has no file yet.")
+    filename = f"people {export.created_at:%Y-%m-%d %H%M}.csv"
+    return FileResponse(
+        export.file.open("rb"), as_attachment=True, filename=filename, content_type="text/csv"
     )
 
 

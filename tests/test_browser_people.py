@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -112,3 +113,39 @@ def test_events_of_the_linked_anonymous_profile_are_greyed(page, marketer, mark)
     normal = counted.first.evaluate("element => getComputedStyle(element).color")
     assert grey != normal
     expect(page.locator("svg.activity rect")).to_have_count(1)  # only Mark's own Charged
+
+
+def test_marketer_sees_the_match_count_and_exports_the_search(
+    page, marketer, celery_worker_real, settings, tmp_path
+):
+    from imports.tests.csv_fixtures import use_temporary_media
+
+    use_temporary_media(settings, tmp_path)
+    for number in range(3):
+        ProfileFactory(name=f"Zoe Export {number}", email=f"zoe{number}@example.com")
+    ProfileFactory(name="Zoltan", phone="+14155550100")  # "+…" would start a formula
+    ProfileFactory(name="Someone Else")
+    browser_login(page, "marketer")
+    page.goto("/people/")
+    page.get_by_label("Search").press_sequentially("zo", delay=20)
+    expect(page.get_by_test_id("match-count")).to_have_text("4 people match")
+    page.get_by_label("Search").press_sequentially("e", delay=20)
+    expect(page.get_by_test_id("match-count")).to_have_text("3 people match")
+    page.get_by_label("Search").fill("")
+    page.get_by_label("Search").press_sequentially("zo", delay=20)
+    expect(page.get_by_test_id("match-count")).to_have_text("4 people match")
+
+    page.get_by_role("button", name="Export these people (CSV)").click()
+    expect(page.get_by_role("heading", name="Export of people")).to_be_visible()
+    # The page follows the worker by itself (htmx polling), then offers the file.
+    download_link = page.get_by_role("link", name="Download CSV")
+    expect(download_link).to_be_visible(timeout=60_000)
+    expect(page.get_by_test_id("export-status")).to_have_text("Done")
+    expect(page.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
+    with page.expect_download() as download_info:
+        download_link.click()
+    content = Path(download_info.value.path()).read_text(encoding="utf-8-sig")
+    lines = content.strip().splitlines()
+    assert len(lines) == 5 and lines[0].startswith("CleverTap ID,Name,")
+    assert "Someone Else" not in content
+    assert ",'+14155550100," in content  # neutralised: a spreadsheet shows it as text
