@@ -257,9 +257,11 @@ def profile_property_names() -> list[str]:
 
 
 def profile_get_for_page(*, ct_id: str) -> Profile | None:
-    """The profile with its identifiers and devices (three queries)."""
+    """The profile (with the person it is linked to) and its identifiers and devices
+    (three queries)."""
     return (
         Profile.objects.filter(ct_id=ct_id)
+        .select_related("linked_to")
         .prefetch_related(
             Prefetch("identifiers", queryset=Identifier.objects.order_by("kind", "value")),
             Prefetch(
@@ -272,11 +274,38 @@ def profile_get_for_page(*, ct_id: str) -> Profile | None:
 
 def profile_linked_anonymous_ids(*, profile: Profile, limit: int = 50) -> list[int]:
     """Anonymous profiles left behind by scenario 2, linked to `profile`."""
+    return [pk for pk, _ in profile_linked_anonymous_refs(profile=profile, limit=limit)]
+
+
+def profile_linked_anonymous_refs(*, profile: Profile, limit: int = 50) -> list[tuple[int, str]]:
+    """(id, ct_id) of the anonymous profiles linked to `profile`, for its timeline and
+    the links to them."""
     return list(
-        Profile.objects.filter(linked_to=profile)
-        .order_by("id")
-        .values_list("id", flat=True)[:limit]
+        Profile.objects.filter(linked_to=profile).order_by("id").values_list("id", "ct_id")[:limit]
     )
+
+
+# The event-name picker reads the names of this many latest events at most, so a
+# profile with millions of events costs no more than one with twenty thousand.
+EVENT_NAMES_SCANNED = 20_000
+
+
+def profile_event_names(*, profile_ids: list[int]) -> list[str]:
+    """Distinct names among the latest EVENT_NAMES_SCANNED events of these profiles
+    (one index range scan of the timeline index, cut short)."""
+    if not profile_ids:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT DISTINCT name FROM (
+                SELECT name FROM profiles_event WHERE profile_id = ANY(%s)
+                 ORDER BY ts DESC, id DESC LIMIT %s
+            ) latest ORDER BY name
+            """,
+            [profile_ids, EVENT_NAMES_SCANNED],
+        )
+        return [row[0] for row in cursor.fetchall()]
 
 
 @dataclass(frozen=True)
@@ -303,14 +332,21 @@ class TimelineCursor:
 
 
 def profile_timeline(
-    *, profile_ids: list[int], before: TimelineCursor | None = None, limit: int = 50
+    *,
+    profile_ids: list[int],
+    before: TimelineCursor | None = None,
+    limit: int = 50,
+    name: str = "",
 ) -> tuple[list[Event], TimelineCursor | None]:
-    """One page of events of these profiles, newest first, and the cursor of the
-    next page (None at the end). One query: a UNION ALL of one index range scan
-    (profile, ts, id) per profile, merged and cut to `limit` + 1."""
+    """One page of events of these profiles (only those called `name`, when given),
+    newest first, and the cursor of the next page (None at the end). One query: a
+    UNION ALL of one index range scan (profile, ts, id) per profile, merged and cut
+    to `limit` + 1."""
     parts = []
     for profile_id in profile_ids:
         events = Event.objects.filter(profile_id=profile_id)
+        if name:
+            events = events.filter(name=name)
         if before is not None:
             events = events.filter(
                 Q(ts__lt=before.ts) | Q(ts=before.ts, id__lt=before.id), ts__lte=before.ts

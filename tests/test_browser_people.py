@@ -149,3 +149,57 @@ def test_marketer_sees_the_match_count_and_exports_the_search(
     assert len(lines) == 5 and lines[0].startswith("CleverTap ID,Name,")
     assert "Someone Else" not in content
     assert ",'+14155550100," in content  # neutralised: a spreadsheet shows it as text
+
+
+def test_timeline_filter_and_inline_older_events(page, marketer):
+    from profiles.models import Event
+
+    busy = ProfileFactory(name="Busy Bee")
+    start = timezone.now() - dt.timedelta(days=1)
+    Event.objects.bulk_create(
+        [Event(profile=busy, name="Viewed" if n % 2 else "Charged",
+               ts=start + dt.timedelta(minutes=n), source=Source.SDK) for n in range(130)]
+    )  # fmt: skip
+    browser_login(page, "marketer")
+    page.goto(f"/people/{busy.ct_id}/")
+    events = page.locator("#timeline li.event")
+    expect(events).to_have_count(50)
+    expect(events.first.locator("time")).to_contain_text(" UTC")
+    page.evaluate("window.__still_the_same_page = true")
+    # Older events load in place: same page, more rows.
+    page.get_by_role("link", name="Older events").click()
+    expect(events).to_have_count(100)
+    page.get_by_role("link", name="Older events").click()
+    expect(events).to_have_count(130)
+    expect(page.get_by_role("link", name="Older events")).to_have_count(0)
+    # The filter replaces the timeline with Charged events only, and its load-more keeps it.
+    page.get_by_label("Show").select_option("Charged")
+    expect(events).to_have_count(50)
+    expect(page.locator("#timeline li.event strong", has_text="Viewed")).to_have_count(0)
+    page.get_by_role("link", name="Older events").click()
+    expect(events).to_have_count(65)
+    expect(page.locator("#timeline li.event strong", has_text="Viewed")).to_have_count(0)
+    assert page.evaluate("window.__still_the_same_page") is True
+    page.get_by_label("Show").select_option("")
+    expect(events).to_have_count(50)
+    expect(page.locator("#timeline li.event strong", has_text="Viewed")).to_have_count(25)
+
+
+def test_linked_profiles_link_both_ways_and_dates_read_as_dates(page, marketer, mark):
+    from profiles.models import PropertyDefinition
+
+    PropertyDefinition.objects.get_or_create(
+        scope="profile", name="Signup Date", defaults={"type": "date"}
+    )
+    Profile.objects.filter(pk=mark.pk).update(
+        custom={**mark.custom, "Signup Date": "2024-01-31T12:00:00Z"}
+    )
+    browser_login(page, "marketer")
+    page.goto(f"/people/{mark.ct_id}/")
+    custom = page.locator('dl.props[data-group="custom"]')
+    expect(custom.locator("dt:text-is('Signup Date') + dd")).to_have_text("2024-01-31")
+    page.get_by_test_id("linked-anonymous").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Unnamed profile")
+    expect(page.get_by_test_id("linked-person")).to_contain_text("later logged in as")
+    page.get_by_test_id("linked-person").get_by_role("link", name="Mark Twain").click()
+    expect(page).to_have_url(re.compile(rf"/people/{mark.ct_id}/$"))
