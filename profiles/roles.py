@@ -30,6 +30,8 @@ ADMINS = [
     "profiles.delete_apicredential",
     "campaigns.delete_campaign",
     "campaigns.send_campaign",
+    # The overview's recent imports, and the runs they link to (looking only).
+    "imports.view_importrun",
 ]
 IMPORTERS = [
     "imports.view_importrun",

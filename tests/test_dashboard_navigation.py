@@ -24,7 +24,11 @@ def _nav_labels(response) -> list[str]:
     ("client_fixture", "landing", "sections"),
     [
         ("marketer_client", "/", ["Overview", "Find People", "Segments", "Campaigns"]),
-        ("admin_client_", "/", ["Overview", "Find People", "Segments", "Campaigns", "Settings"]),
+        (
+            "admin_client_",
+            "/",
+            ["Overview", "Find People", "Segments", "Imports", "Campaigns", "Settings"],
+        ),
         ("importer_client", "/", ["Overview", "Find People", "Imports"]),
     ],
 )
