@@ -51,7 +51,8 @@ def export_batch() -> int:
 
 def people_export_filters(params: QueryDict) -> dict[str, str]:
     """The search of a Find People request, as the export stores it."""
-    return {name: params[name] for name in SEARCH_PARAMETERS if params.get(name, "").strip()}
+    values = {name: str(params.get(name, "")).strip() for name in SEARCH_PARAMETERS}
+    return {name: value for name, value in values.items() if value}
 
 
 def people_export_members(*, filters: dict[str, str]) -> QuerySet[Profile]:
@@ -73,8 +74,8 @@ def people_export_start(*, filters: dict[str, str], user: AbstractBaseUser) -> P
     from profiles.tasks import people_export_task
 
     people_export_members(filters=filters)  # refuse a broken search now, not in the worker
-    export = PeopleExport.objects.create(filters=filters, created_by=user)
-    people_export_task.delay_on_commit(export.pk)
+    export = PeopleExport.objects.create(filters=filters, created_by_id=user.pk)
+    transaction.on_commit(lambda: people_export_task.delay(export.pk))
     return export
 
 
