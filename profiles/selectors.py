@@ -285,14 +285,16 @@ def profile_linked_anonymous_refs(*, profile: Profile, limit: int = 50) -> list[
     )
 
 
-# The event-name picker reads the names of this many latest events at most, so a
-# profile with millions of events costs no more than one with twenty thousand.
-EVENT_NAMES_SCANNED = 20_000
+# The event-name picker reads the names of this many latest events at most (besides
+# the activity chart's names), so a profile with millions of events costs no more than
+# one with a thousand.
+EVENT_NAMES_SCANNED = 1_000
 
 
 def profile_event_names(*, profile_ids: list[int]) -> list[str]:
     """Distinct names among the latest EVENT_NAMES_SCANNED events of these profiles
-    (one index range scan of the timeline index, cut short)."""
+    (one index range scan of the timeline index, cut short). The profile page adds
+    the names of its activity chart (the last 90 days), which it has read anyway."""
     if not profile_ids:
         return []
     with connection.cursor() as cursor:
@@ -529,15 +531,25 @@ def queryset_row_estimate(queryset: QuerySet) -> int:
     return max(int(plan[0]["Plan"]["Plan Rows"]), 0)
 
 
+ESTIMATE_ONLY_OVER = 5  # times the cap
+
+
 def people_match_count(
     *, queryset: QuerySet[Profile], exact_up_to: int, timeout_ms: int
 ) -> MatchCount:
     """How many profiles a search finds: exact when counting is cheap (at most
     `exact_up_to` rows, within `timeout_ms`), the planner's estimate otherwise.
 
-    The capped count reads at most `exact_up_to` + 1 rows; a statement timeout in a
-    savepoint stops a count that would scan too far (a rare filter over a million
+    A search the planner expects to match over ESTIMATE_ONLY_OVER times the cap is
+    not counted at all (EXPLAIN only). The capped count reads at most `exact_up_to` + 1
+    rows; a statement timeout in a savepoint stops a count that would scan too far (a
+    rare filter over a million
     profiles), and the estimate answers instead."""
+    # Far more than the cap by the planner's own estimate: counting would only confirm
+    # "more than exact_up_to" after reading that many rows, so the estimate answers.
+    estimate = queryset_row_estimate(queryset)
+    if estimate > ESTIMATE_ONLY_OVER * exact_up_to:
+        return MatchCount(value=estimate, exact=False)
     capped = queryset.order_by().values("pk")[: exact_up_to + 1]
     try:
         with transaction.atomic(), connection.cursor() as cursor:
@@ -557,4 +569,4 @@ def people_match_count(
         counted = exact_up_to + 1
     if counted <= exact_up_to:
         return MatchCount(value=counted, exact=True)
-    return MatchCount(value=max(queryset_row_estimate(queryset), exact_up_to + 1), exact=False)
+    return MatchCount(value=max(estimate, exact_up_to + 1), exact=False)

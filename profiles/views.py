@@ -384,9 +384,12 @@ def _profile_context(request: HttpRequest, profile: Profile, notice: str = "") -
     events, cursor = profile_timeline(
         profile_ids=[profile.pk, *linked_ids], limit=TIMELINE_PAGE, name=event_filter
     )
-    event_names = profile_event_names(profile_ids=[profile.pk, *linked_ids])
-    if event_filter and event_filter not in event_names:
-        event_names = sorted([*event_names, event_filter])
+    activity = profile_activity(profile=profile, days=CHART_DAYS, today=today)
+    event_names = sorted(
+        {*profile_event_names(profile_ids=[profile.pk, *linked_ids])}
+        | {name for _, name, _ in activity}
+        | ({event_filter} if event_filter else set())
+    )
     return {
         "nav": "people",
         "profile": profile,
@@ -399,11 +402,7 @@ def _profile_context(request: HttpRequest, profile: Profile, notice: str = "") -
         "event_filter": event_filter,
         "event_names": event_names,
         "reachability": profile_reachability(profile=profile, devices=devices),
-        "chart": activity_chart(
-            profile_activity(profile=profile, days=CHART_DAYS, today=today),
-            days=CHART_DAYS,
-            today=today,
-        ),
+        "chart": activity_chart(activity, days=CHART_DAYS, today=today),
         "linked_count": len(linked_ids),
         "entries": _timeline_entries(profile, events),
         "next_cursor": cursor.encode() if cursor else "",
