@@ -227,7 +227,7 @@ PEOPLE_EXPORT_BATCH = int(os.environ.get("PEOPLE_EXPORT_BATCH", "2000"))
 OVERVIEW_REFRESH_SECONDS = int(os.environ.get("OVERVIEW_REFRESH_SECONDS", "300"))
 # Find People counts matches exactly up to this many, within this time; else it estimates.
 PEOPLE_COUNT_EXACT_UP_TO = 10_000
-PEOPLE_COUNT_TIMEOUT_MS = int(os.environ.get("PEOPLE_COUNT_TIMEOUT_MS", "150"))
+PEOPLE_COUNT_TIMEOUT_MS = int(os.environ.get("PEOPLE_COUNT_TIMEOUT_MS", "50"))
 CELERY_BEAT_SCHEDULE = {
     "recover-stale-jobs": {
         "task": "config.jobs.jobs_recover_stale",

@@ -298,12 +298,17 @@ def profile_event_names(*, profile_ids: list[int]) -> list[str]:
     if not profile_ids:
         return []
     with connection.cursor() as cursor:
+        # One LATERAL index range scan per profile (= ANY over the array would lose the
+        # index order and sort every event of the profile).
         cursor.execute(
             """
-            SELECT DISTINCT name FROM (
-                SELECT name FROM profiles_event WHERE profile_id = ANY(%s)
-                 ORDER BY ts DESC, id DESC LIMIT %s
-            ) latest ORDER BY name
+            SELECT DISTINCT latest.name
+              FROM unnest(%s::bigint[]) AS p(id)
+             CROSS JOIN LATERAL (
+                   SELECT e.name FROM profiles_event e WHERE e.profile_id = p.id
+                    ORDER BY e.ts DESC, e.id DESC LIMIT %s
+             ) latest
+             ORDER BY 1
             """,
             [profile_ids, EVENT_NAMES_SCANNED],
         )
