@@ -31,6 +31,7 @@ class Section:
 
 # The main navigation, in the order it is shown; a person lands on the first one they may use.
 SECTIONS = (
+    Section("home", "Overview", "home", "profiles.view_profile"),
     Section("people", "Find People", "profiles:find_people", "profiles.view_profile"),
     Section("segments", "Segments", "segments:list", "segments.view_segment"),
     Section("imports", "Imports", "imports:list", "imports.view_importrun"),

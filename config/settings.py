@@ -135,7 +135,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 LOGIN_URL = "/accounts/login/"
-LOGIN_REDIRECT_URL = "/people/"
+LOGIN_REDIRECT_URL = "/"  # the overview, or the first section the person may use
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 LANGUAGE_CODE = "en-us"
@@ -222,11 +222,22 @@ JOB_RECOVERY_INTERVAL_SECONDS = int(os.environ.get("JOB_RECOVERY_INTERVAL_SECOND
 IMPORT_HEARTBEAT_STALE_SECONDS = JOB_HEARTBEAT_STALE_SECONDS
 IMPORT_CHUNK_ROWS = int(os.environ.get("IMPORT_CHUNK_ROWS", "5000"))
 SEGMENT_EXPORT_BATCH = int(os.environ.get("SEGMENT_EXPORT_BATCH", "2000"))
+PEOPLE_EXPORT_BATCH = int(os.environ.get("PEOPLE_EXPORT_BATCH", "2000"))
+# The home overview is counted by beat this often (profiles.overview), never per page load.
+OVERVIEW_REFRESH_SECONDS = int(os.environ.get("OVERVIEW_REFRESH_SECONDS", "300"))
+# Find People counts matches exactly up to this many, within this time; else it estimates.
+PEOPLE_COUNT_EXACT_UP_TO = 10_000
+PEOPLE_COUNT_TIMEOUT_MS = int(os.environ.get("PEOPLE_COUNT_TIMEOUT_MS", "50"))
 CELERY_BEAT_SCHEDULE = {
     "recover-stale-jobs": {
         "task": "config.jobs.jobs_recover_stale",
         "schedule": float(JOB_RECOVERY_INTERVAL_SECONDS),
         "options": {"expires": float(JOB_RECOVERY_INTERVAL_SECONDS)},
+    },
+    "overview-refresh": {
+        "task": "profiles.tasks.overview_refresh_task",
+        "schedule": float(OVERVIEW_REFRESH_SECONDS),
+        "options": {"expires": float(OVERVIEW_REFRESH_SECONDS)},
     },
 }
 

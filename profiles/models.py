@@ -9,7 +9,7 @@ profile's `identified` flag is maintained by a trigger on the identifier table
 import secrets
 
 from django.conf import settings
-from django.contrib.postgres.indexes import GinIndex, OpClass
+from django.contrib.postgres.indexes import BrinIndex, GinIndex, OpClass
 from django.db import models
 
 from profiles.rules.single_valued import SINGLE_VALUED_KINDS
@@ -238,6 +238,10 @@ class Event(models.Model):
         indexes = [
             models.Index(fields=["profile", "-ts", "-id"], name="event_profile_timeline"),
             models.Index(fields=["name", "ts"], name="event_name_ts", include=["profile"]),
+            # The overview's events per day: a time range without a profile. BRIN: a few
+            # pages for millions of events that arrive roughly in time order, and no cost
+            # to speak of on each insert (a B-tree on ts would be a third one per event).
+            BrinIndex(fields=["ts"], name="event_ts_brin"),
         ]
 
     def __str__(self) -> str:
@@ -402,3 +406,107 @@ class ApiQueryCursor(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} cursor after {self.position}"
+
+
+# --- the home overview ---------------------------------------------------------------
+# Counted by profiles.overview.overview_refresh (beat, every OVERVIEW_REFRESH_SECONDS):
+# the page reads these few rows and never scans profiles or events itself.
+
+
+class OverviewDay(models.Model):
+    """One day (in the dashboard's TIME_ZONE) of the home overview's chart."""
+
+    day = models.DateField(primary_key=True)
+    new_profiles = models.PositiveIntegerField(default=0)  # profiles created that day
+    active_profiles = models.PositiveIntegerField(default=0)  # profiles with an event that day
+    events = models.PositiveBigIntegerField(default=0)
+    # A day is counted again by every refresh until one ran after it had ended.
+    computed_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.day}: {self.new_profiles} new, {self.active_profiles} active"
+
+
+class OverviewTotals(models.Model):
+    """The home overview's totals as of `computed_at` (one row, id 1)."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    profiles = models.PositiveBigIntegerField(default=0)
+    identified = models.PositiveBigIntegerField(default=0)
+    test_profiles = models.PositiveBigIntegerField(default=0)
+    # Channel key (profiles.rules.reachability.CHANNEL_KEYS) -> reachable profiles.
+    reachable = models.JSONField(default=dict)
+    computed_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(id=1), name="overview_one_row")]
+
+    def __str__(self) -> str:
+        return f"{self.profiles} profiles as of {self.computed_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def anonymous(self) -> int:
+        return self.profiles - self.identified
+
+
+# --- Find People exports ---------------------------------------------------------------
+
+
+class PeopleExportStatus(models.TextChoices):
+    PENDING = "pending", "Waiting"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class PeopleExport(models.Model):
+    """One CSV export of a Find People search; the page polls its progress.
+
+    Resumable: after each batch the file is flushed and (`last_pk`, `file_bytes`)
+    saved; a worker taking the export over cuts the file back to `file_bytes` and
+    goes on after `last_pk`. `max_pk` fixes who is in the export when it starts."""
+
+    # The search as Find People's GET parameters (q, type, test, has_email, …).
+    filters = models.JSONField(default=dict, blank=True)
+    status = models.CharField(
+        max_length=8, choices=PeopleExportStatus.choices, default=PeopleExportStatus.PENDING
+    )
+    rows_total = models.BigIntegerField(null=True, blank=True)
+    rows_done = models.BigIntegerField(default=0)
+    max_pk = models.BigIntegerField(null=True, blank=True)
+    last_pk = models.BigIntegerField(default=0)
+    file = models.FileField(upload_to="people-exports/", blank=True, default="")
+    file_bytes = models.BigIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # Moves while a worker writes the file; a stale one means the worker died.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=["pending", "running", "done", "failed"]),
+                name="people_export_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"people export {self.pk} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (PeopleExportStatus.DONE, PeopleExportStatus.FAILED)
+
+    @property
+    def percent(self) -> int:
+        if self.status == PeopleExportStatus.DONE:
+            return 100
+        if not self.rows_total:
+            return 0
+        return min(100, int(self.rows_done * 100 / self.rows_total))

@@ -32,6 +32,8 @@ ADMINS = [
     "campaigns.send_campaign",
     "campaigns.view_messagingsettings",
     "campaigns.change_messagingsettings",
+    # The overview's recent imports, and the runs they link to (looking only).
+    "imports.view_importrun",
 ]
 IMPORTERS = [
     "imports.view_importrun",

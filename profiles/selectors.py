@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from django.db import connection
+import psycopg
+from django.db import OperationalError, connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import TruncDate
@@ -20,13 +22,15 @@ from profiles.models import (
     Device,
     Event,
     Identifier,
+    OverviewDay,
+    OverviewTotals,
     Profile,
     PropertyChange,
     PropertyDefinition,
     PropertyScope,
 )
 from profiles.properties import DEFAULT_PROPERTIES, YES_NO, RecordError, normalize_identifier
-from profiles.rules.reachability import ADDRESS_CHANNELS, PUSH_FLAG, push_verdict
+from profiles.rules.reachability import ADDRESS_CHANNELS, CHANNEL_KEYS, PUSH_FLAG, push_verdict
 
 
 def years_before(day: dt.date, years: int) -> dt.date:
@@ -253,9 +257,11 @@ def profile_property_names() -> list[str]:
 
 
 def profile_get_for_page(*, ct_id: str) -> Profile | None:
-    """The profile with its identifiers and devices (three queries)."""
+    """The profile (with the person it is linked to) and its identifiers and devices
+    (three queries)."""
     return (
         Profile.objects.filter(ct_id=ct_id)
+        .select_related("linked_to")
         .prefetch_related(
             Prefetch("identifiers", queryset=Identifier.objects.order_by("kind", "value")),
             Prefetch(
@@ -268,11 +274,45 @@ def profile_get_for_page(*, ct_id: str) -> Profile | None:
 
 def profile_linked_anonymous_ids(*, profile: Profile, limit: int = 50) -> list[int]:
     """Anonymous profiles left behind by scenario 2, linked to `profile`."""
+    return [pk for pk, _ in profile_linked_anonymous_refs(profile=profile, limit=limit)]
+
+
+def profile_linked_anonymous_refs(*, profile: Profile, limit: int = 50) -> list[tuple[int, str]]:
+    """(id, ct_id) of the anonymous profiles linked to `profile`, for its timeline and
+    the links to them."""
     return list(
-        Profile.objects.filter(linked_to=profile)
-        .order_by("id")
-        .values_list("id", flat=True)[:limit]
+        Profile.objects.filter(linked_to=profile).order_by("id").values_list("id", "ct_id")[:limit]
     )
+
+
+# The event-name picker reads the names of this many latest events at most (besides
+# the activity chart's names), so a profile with millions of events costs no more than
+# one with a thousand.
+EVENT_NAMES_SCANNED = 1_000
+
+
+def profile_event_names(*, profile_ids: list[int]) -> list[str]:
+    """Distinct names among the latest EVENT_NAMES_SCANNED events of these profiles
+    (one index range scan of the timeline index, cut short). The profile page adds
+    the names of its activity chart (the last 90 days), which it has read anyway."""
+    if not profile_ids:
+        return []
+    with connection.cursor() as cursor:
+        # One LATERAL index range scan per profile (= ANY over the array would lose the
+        # index order and sort every event of the profile).
+        cursor.execute(
+            """
+            SELECT DISTINCT latest.name
+              FROM unnest(%s::bigint[]) AS p(id)
+             CROSS JOIN LATERAL (
+                   SELECT e.name FROM profiles_event e WHERE e.profile_id = p.id
+                    ORDER BY e.ts DESC, e.id DESC LIMIT %s
+             ) latest
+             ORDER BY 1
+            """,
+            [profile_ids, EVENT_NAMES_SCANNED],
+        )
+        return [row[0] for row in cursor.fetchall()]
 
 
 @dataclass(frozen=True)
@@ -299,14 +339,21 @@ class TimelineCursor:
 
 
 def profile_timeline(
-    *, profile_ids: list[int], before: TimelineCursor | None = None, limit: int = 50
+    *,
+    profile_ids: list[int],
+    before: TimelineCursor | None = None,
+    limit: int = 50,
+    name: str = "",
 ) -> tuple[list[Event], TimelineCursor | None]:
-    """One page of events of these profiles, newest first, and the cursor of the
-    next page (None at the end). One query: a UNION ALL of one index range scan
-    (profile, ts, id) per profile, merged and cut to `limit` + 1."""
+    """One page of events of these profiles (only those called `name`, when given),
+    newest first, and the cursor of the next page (None at the end). One query: a
+    UNION ALL of one index range scan (profile, ts, id) per profile, merged and cut
+    to `limit` + 1."""
     parts = []
     for profile_id in profile_ids:
         events = Event.objects.filter(profile_id=profile_id)
+        if name:
+            events = events.filter(name=name)
         if before is not None:
             events = events.filter(
                 Q(ts__lt=before.ts) | Q(ts=before.ts, id__lt=before.id), ts__lte=before.ts
@@ -421,3 +468,110 @@ def profile_linked_anonymous(*, profile: Profile) -> list[Profile]:
     return list(
         Profile.objects.filter(linked_to=profile).prefetch_related("devices").order_by("id")
     )
+
+
+# --- the home overview ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Overview:
+    totals: OverviewTotals | None  # None until the first refresh ran
+    profiles_estimate: int  # the planner's row estimate, for the page before that
+    days: list[OverviewDay]  # the window, oldest first, a zero row for a missing day
+    events_today: int
+    events_7_days: int
+    reachable: list[tuple[str, int]]  # (channel label, profiles)
+    days_as_of: dt.datetime | None
+
+
+def table_row_estimate(table: str) -> int:
+    """PostgreSQL's own estimate of a table's rows (pg_class.reltuples, kept by
+    autovacuum/ANALYZE): instant, and labelled "about" wherever it is shown."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [table])
+        row = cursor.fetchone()
+    return max(int(row[0]), 0) if row else 0
+
+
+def overview_get(*, today: dt.date) -> Overview:
+    """The overview as last counted by profiles.overview.overview_refresh: three small
+    queries whatever the number of profiles and events."""
+    from profiles.overview import overview_window
+
+    window = overview_window(today=today)
+    totals = OverviewTotals.objects.filter(id=1).first()
+    stored = {row.day: row for row in OverviewDay.objects.filter(day__in=window)}
+    days = [stored.get(day) or OverviewDay(day=day, computed_at=timezone.now()) for day in window]
+    labels = {channel.key: channel.label for channel in ADDRESS_CHANNELS} | {"push": "Push"}
+    counted = totals.reachable if totals else {}
+    reachable = [(labels[key], counted[key]) for key in CHANNEL_KEYS if key in counted]
+    return Overview(
+        totals=totals,
+        profiles_estimate=0 if totals else table_row_estimate("profiles_profile"),
+        days=days,
+        events_today=days[-1].events,
+        events_7_days=sum(day.events for day in days[-7:]),
+        reachable=reachable,
+        days_as_of=max((row.computed_at for row in stored.values()), default=None),
+    )
+
+
+# --- Find People's match count -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MatchCount:
+    value: int
+    exact: bool  # False: the planner's estimate, shown as "about N"
+
+
+def queryset_row_estimate(queryset: QuerySet) -> int:
+    """The planner's estimate of the rows a query returns (EXPLAIN, not run)."""
+    sql, params = queryset.order_by().values("pk").query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        plan = cursor.fetchone()[0]
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return max(int(plan[0]["Plan"]["Plan Rows"]), 0)
+
+
+ESTIMATE_ONLY_OVER = 5  # times the cap
+
+
+def people_match_count(
+    *, queryset: QuerySet[Profile], exact_up_to: int, timeout_ms: int
+) -> MatchCount:
+    """How many profiles a search finds: exact when counting is cheap (at most
+    `exact_up_to` rows, within `timeout_ms`), the planner's estimate otherwise.
+
+    A search the planner expects to match over ESTIMATE_ONLY_OVER times the cap is
+    not counted at all (EXPLAIN only). The capped count reads at most `exact_up_to` + 1
+    rows; a statement timeout in a savepoint stops a count that would scan too far (a
+    rare filter over a million
+    profiles), and the estimate answers instead."""
+    # Far more than the cap by the planner's own estimate: counting would only confirm
+    # "more than exact_up_to" after reading that many rows, so the estimate answers.
+    estimate = queryset_row_estimate(queryset)
+    if estimate > ESTIMATE_ONLY_OVER * exact_up_to:
+        return MatchCount(value=estimate, exact=False)
+    capped = queryset.order_by().values("pk")[: exact_up_to + 1]
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            # Local to this transaction (or savepoint): put back before leaving it, for
+            # a caller's outer transaction.
+            cursor.execute(
+                "SELECT current_setting('statement_timeout'),"
+                " set_config('statement_timeout', %s, true)",
+                [f"{int(timeout_ms)}ms"],
+            )
+            previous = cursor.fetchone()[0]
+            counted = capped.count()
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
+    except OperationalError as error:
+        if not isinstance(error.__cause__, psycopg.errors.QueryCanceled):
+            raise
+        counted = exact_up_to + 1
+    if counted <= exact_up_to:
+        return MatchCount(value=counted, exact=True)
+    return MatchCount(value=max(estimate, exact_up_to + 1), exact=False)

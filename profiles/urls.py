@@ -5,6 +5,10 @@ from profiles import views
 app_name = "profiles"
 urlpatterns = [
     path("", views.find_people, name="find_people"),
+    # Before the <ct_id> patterns (a CleverTap ID is never "export" or "exports").
+    path("export/", views.people_export_start_view, name="export_start"),
+    path("exports/<int:pk>/", views.people_export_progress, name="export_progress"),
+    path("exports/<int:pk>/download/", views.people_export_download, name="export_download"),
     path("<str:ct_id>/", views.profile_detail, name="detail"),
     path("<str:ct_id>/events/", views.profile_events, name="events"),
     path("<str:ct_id>/test-profile/", views.profile_mark_test_view, name="mark_test"),

@@ -10,10 +10,13 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import (
+    FileResponse,
     Http404,
     HttpRequest,
     HttpResponse,
@@ -21,31 +24,45 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.utils.safestring import mark_safe
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseStopPolling
 from django_tables2 import RequestConfig
 
 from config.access import permission_required
+from profiles.exports import people_export_filters, people_export_start
 from profiles.filters import PeopleFilter
 from profiles.forms import DeleteProfileForm, MarkTestForm
-from profiles.models import Event, Profile, PropertyChange
+from profiles.models import (
+    Event,
+    PeopleExport,
+    PeopleExportStatus,
+    Profile,
+    PropertyChange,
+    PropertyType,
+)
 from profiles.properties import DEFAULT_PROPERTIES
 from profiles.rules.history import PROFILE_CREATED
 from profiles.selectors import (
     TimelineCursor,
     age_on,
     people_list,
+    people_match_count,
     profile_activity,
     profile_changes,
+    profile_event_names,
     profile_export_changes,
     profile_export_events,
     profile_get_for_page,
     profile_linked_anonymous,
     profile_linked_anonymous_ids,
+    profile_linked_anonymous_refs,
     profile_property_groups,
     profile_property_names,
+    profile_property_types_for,
     profile_reachability,
     profile_timeline,
 )
@@ -93,10 +110,68 @@ def find_people(request: HttpRequest) -> HttpResponse:
             request.GET.get(name) for name in filterset.filters if name not in ("q",)
         ),
     }
+    if filterset.is_searching and not filterset.errors:
+        context["match_count"] = people_match_count(
+            queryset=filterset.qs,
+            exact_up_to=settings.PEOPLE_COUNT_EXACT_UP_TO,
+            timeout_ms=settings.PEOPLE_COUNT_TIMEOUT_MS,
+        )
+        context["export_filters"] = people_export_filters(request.GET)
+        context["exact_up_to"] = settings.PEOPLE_COUNT_EXACT_UP_TO
     if not _wants_partial(request):
         context["property_names"] = profile_property_names()
     return _render(
         request, "profiles/find_people.html", context, "profiles/find_people.html#results"
+    )
+
+
+# --- exports of a search ---------------------------------------------------------------
+# Who may export people: the permission segment exports ask for (Marketers, Admins).
+EXPORT_PERMISSION = "segments.view_segment"
+
+
+def _own_export_or_404(request: HttpRequest, pk: int) -> PeopleExport:
+    """An export is its author's (a file of personal data): others get a 404."""
+    export = PeopleExport.objects.filter(pk=pk).first()
+    if export is None or not (request.user.is_superuser or export.created_by_id == request.user.pk):
+        raise Http404("No such export.")
+    return export
+
+
+@require_POST
+@permission_required(EXPORT_PERMISSION)
+def people_export_start_view(request: HttpRequest) -> HttpResponse:
+    filters = people_export_filters(request.POST)
+    try:
+        export = people_export_start(filters=filters, user=request.user)
+    except ValueError as problem:
+        messages.error(request, f"Cannot export this search: {problem}")
+        return redirect(f"{reverse('profiles:find_people')}?{urlencode(filters)}")
+    return redirect("profiles:export_progress", pk=export.pk)
+
+
+@require_GET
+@permission_required(EXPORT_PERMISSION)
+def people_export_progress(request: HttpRequest, pk: int) -> HttpResponse:
+    export = _own_export_or_404(request, pk)
+    context = {"nav": "people", "export": export, "search": urlencode(export.filters)}
+    if _wants_partial(request):
+        response = render(request, "profiles/people_export.html#progress", context)
+        if export.is_finished:
+            response.status_code = HttpResponseStopPolling.status_code
+        return response
+    return render(request, "profiles/people_export.html", context)
+
+
+@require_GET
+@permission_required(EXPORT_PERMISSION)
+def people_export_download(request: HttpRequest, pk: int) -> HttpResponse:
+    export = _own_export_or_404(request, pk)
+    if export.status != PeopleExportStatus.DONE or not export.file:
+        raise Http404("This export has no file yet.")
+    filename = f"people {export.created_at:%Y-%m-%d %H%M}.csv"
+    return FileResponse(
+        export.file.open("rb"), as_attachment=True, filename=filename, content_type="text/csv"
     )
 
 
@@ -191,6 +266,38 @@ def activity_chart(
     }
 
 
+class ShownValue(str):
+    """A value as shown, with the exact stored value (`exact`) for a tooltip."""
+
+    exact: str = ""
+
+
+def _moment_text(moment: dt.datetime) -> str:
+    """A time in the dashboard's time zone, with the zone written out (README: Dates)."""
+    local = timezone.localtime(moment)
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
+
+
+def display_date_property(value: Any) -> str:
+    """A date-typed custom property (stored as ISO-8601 UTC text) shown as a date: the
+    day alone for a time of exactly 00:00:00 or 12:00:00 UTC (what a date without a
+    time is stored as: imports use 12:00:00), else the day and time with the zone."""
+    try:
+        moment = dt.datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        return display_value(value)
+    utc = moment.astimezone(dt.UTC)
+    shown = ShownValue(
+        f"{utc:%Y-%m-%d}"
+        if (utc.hour, utc.minute, utc.second) in ((0, 0, 0), (12, 0, 0)) and not utc.microsecond
+        else _moment_text(moment)
+    )
+    shown.exact = value
+    return shown
+
+
 def display_value(value: Any) -> str:
     """A property value as the page shows it ("" when unset)."""
     if value is None:
@@ -198,7 +305,7 @@ def display_value(value: Any) -> str:
     if isinstance(value, bool):
         return "Yes" if value else "No"
     if isinstance(value, dt.datetime):
-        return timezone.localtime(value).strftime("%Y-%m-%d %H:%M")
+        return _moment_text(value)
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, list):
@@ -253,13 +360,45 @@ def _profile_or_404(ct_id: str) -> Profile:
     return profile
 
 
+def _event_filter(request: HttpRequest) -> str:
+    """The timeline's event-name filter ("" for every event)."""
+    return request.GET.get("event", "").strip()[:512].replace("\x00", "")
+
+
+def _property_pairs(profile: Profile) -> dict[str, list[tuple[str, str]]]:
+    types = profile_property_types_for(list(profile.custom)) if profile.custom else {}
+    dates = {name for name, type_ in types.items() if type_ == PropertyType.DATE}
+
+    def shown(group: str, label: str, value: Any) -> str:
+        if group == "Custom" and label in dates:
+            return display_date_property(value)
+        return display_value(value)
+
+    return {
+        group: [(label, shown(group, label, value)) for label, value in pairs]
+        for group, pairs in profile_property_groups(
+            profile=profile, today=timezone.localdate()
+        ).items()
+    }
+
+
 def _profile_context(request: HttpRequest, profile: Profile, notice: str = "") -> dict:
     """Everything the profile page shows: a fixed number of queries, whatever the
     number of events (the timeline and chart are indexed range scans)."""
     today = timezone.now().date()
     devices = list(profile.devices.all())
-    linked_ids = profile_linked_anonymous_ids(profile=profile)
-    events, cursor = profile_timeline(profile_ids=[profile.pk, *linked_ids], limit=TIMELINE_PAGE)
+    linked = profile_linked_anonymous_refs(profile=profile)
+    linked_ids = [pk for pk, _ in linked]
+    event_filter = _event_filter(request)
+    events, cursor = profile_timeline(
+        profile_ids=[profile.pk, *linked_ids], limit=TIMELINE_PAGE, name=event_filter
+    )
+    activity = profile_activity(profile=profile, days=CHART_DAYS, today=today)
+    event_names = sorted(
+        {*profile_event_names(profile_ids=[profile.pk, *linked_ids])}
+        | {name for _, name, _ in activity}
+        | ({event_filter} if event_filter else set())
+    )
     return {
         "nav": "people",
         "profile": profile,
@@ -267,18 +406,12 @@ def _profile_context(request: HttpRequest, profile: Profile, notice: str = "") -
         "devices": devices,
         "initials": _initials(profile.name),
         "photo_url": _photo_url(profile.photo),
-        "groups": {
-            group: [(label, display_value(value)) for label, value in pairs]
-            for group, pairs in profile_property_groups(
-                profile=profile, today=timezone.localdate()
-            ).items()
-        },
+        "groups": _property_pairs(profile),
+        "linked_ct_ids": [ct_id for _, ct_id in linked],
+        "event_filter": event_filter,
+        "event_names": event_names,
         "reachability": profile_reachability(profile=profile, devices=devices),
-        "chart": activity_chart(
-            profile_activity(profile=profile, days=CHART_DAYS, today=today),
-            days=CHART_DAYS,
-            today=today,
-        ),
+        "chart": activity_chart(activity, days=CHART_DAYS, today=today),
         "linked_count": len(linked_ids),
         "entries": _timeline_entries(profile, events),
         "next_cursor": cursor.encode() if cursor else "",
@@ -310,12 +443,15 @@ def profile_events(request: HttpRequest, ct_id: str) -> HttpResponse:
         if before is None:
             return HttpResponseBadRequest("The “before” position is not valid.")
     linked_ids = profile_linked_anonymous_ids(profile=profile)
+    event_filter = _event_filter(request)
     events, cursor = profile_timeline(
-        profile_ids=[profile.pk, *linked_ids], before=before, limit=TIMELINE_PAGE
-    )
+        profile_ids=[profile.pk, *linked_ids], before=before, limit=TIMELINE_PAGE,
+        name=event_filter,
+    )  # fmt: skip
     context = {
         "nav": "people",
         "profile": profile,
+        "event_filter": event_filter,
         "linked_count": len(linked_ids),
         "entries": _timeline_entries(profile, events),
         "next_cursor": cursor.encode() if cursor else "",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -112,3 +113,93 @@ def test_events_of_the_linked_anonymous_profile_are_greyed(page, marketer, mark)
     normal = counted.first.evaluate("element => getComputedStyle(element).color")
     assert grey != normal
     expect(page.locator("svg.activity rect")).to_have_count(1)  # only Mark's own Charged
+
+
+def test_marketer_sees_the_match_count_and_exports_the_search(
+    page, marketer, celery_worker_real, settings, tmp_path
+):
+    from imports.tests.csv_fixtures import use_temporary_media
+
+    use_temporary_media(settings, tmp_path)
+    for number in range(3):
+        ProfileFactory(name=f"Zoe Export {number}", email=f"zoe{number}@example.com")
+    ProfileFactory(name="Zoltan", phone="+14155550100")  # "+…" would start a formula
+    ProfileFactory(name="Someone Else")
+    browser_login(page, "marketer")
+    page.goto("/people/")
+    page.get_by_label("Search").press_sequentially("zo", delay=20)
+    expect(page.get_by_test_id("match-count")).to_have_text("4 people match")
+    page.get_by_label("Search").press_sequentially("e", delay=20)
+    expect(page.get_by_test_id("match-count")).to_have_text("3 people match")
+    page.get_by_label("Search").fill("")
+    page.get_by_label("Search").press_sequentially("zo", delay=20)
+    expect(page.get_by_test_id("match-count")).to_have_text("4 people match")
+
+    page.get_by_role("button", name="Export these people (CSV)").click()
+    expect(page.get_by_role("heading", name="Export of people")).to_be_visible()
+    # The page follows the worker by itself (htmx polling), then offers the file.
+    download_link = page.get_by_role("link", name="Download CSV")
+    expect(download_link).to_be_visible(timeout=60_000)
+    expect(page.get_by_test_id("export-status")).to_have_text("Done")
+    expect(page.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
+    with page.expect_download() as download_info:
+        download_link.click()
+    content = Path(download_info.value.path()).read_text(encoding="utf-8-sig")
+    lines = content.strip().splitlines()
+    assert len(lines) == 5 and lines[0].startswith("CleverTap ID,Name,")
+    assert "Someone Else" not in content
+    assert ",'+14155550100," in content  # neutralised: a spreadsheet shows it as text
+
+
+def test_timeline_filter_and_inline_older_events(page, marketer):
+    from profiles.models import Event
+
+    busy = ProfileFactory(name="Busy Bee")
+    start = timezone.now() - dt.timedelta(days=1)
+    Event.objects.bulk_create(
+        [Event(profile=busy, name="Viewed" if n % 2 else "Charged",
+               ts=start + dt.timedelta(minutes=n), source=Source.SDK) for n in range(130)]
+    )  # fmt: skip
+    browser_login(page, "marketer")
+    page.goto(f"/people/{busy.ct_id}/")
+    events = page.locator("#timeline li.event")
+    expect(events).to_have_count(50)
+    expect(events.first.locator("time")).to_contain_text(" UTC")
+    page.evaluate("window.__still_the_same_page = true")
+    # Older events load in place: same page, more rows.
+    page.get_by_role("link", name="Older events").click()
+    expect(events).to_have_count(100)
+    page.get_by_role("link", name="Older events").click()
+    expect(events).to_have_count(130)
+    expect(page.get_by_role("link", name="Older events")).to_have_count(0)
+    # The filter replaces the timeline with Charged events only, and its load-more keeps it.
+    page.get_by_label("Show").select_option("Charged")
+    expect(events).to_have_count(50)
+    expect(page.locator("#timeline li.event strong", has_text="Viewed")).to_have_count(0)
+    page.get_by_role("link", name="Older events").click()
+    expect(events).to_have_count(65)
+    expect(page.locator("#timeline li.event strong", has_text="Viewed")).to_have_count(0)
+    assert page.evaluate("window.__still_the_same_page") is True
+    page.get_by_label("Show").select_option("")
+    expect(events).to_have_count(50)
+    expect(page.locator("#timeline li.event strong", has_text="Viewed")).to_have_count(25)
+
+
+def test_linked_profiles_link_both_ways_and_dates_read_as_dates(page, marketer, mark):
+    from profiles.models import PropertyDefinition
+
+    PropertyDefinition.objects.get_or_create(
+        scope="profile", name="Signup Date", defaults={"type": "date"}
+    )
+    Profile.objects.filter(pk=mark.pk).update(
+        custom={**mark.custom, "Signup Date": "2024-01-31T12:00:00Z"}
+    )
+    browser_login(page, "marketer")
+    page.goto(f"/people/{mark.ct_id}/")
+    custom = page.locator('dl.props[data-group="custom"]')
+    expect(custom.locator("dt:text-is('Signup Date') + dd")).to_have_text("2024-01-31")
+    page.get_by_test_id("linked-anonymous").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Unnamed profile")
+    expect(page.get_by_test_id("linked-person")).to_contain_text("later logged in as")
+    page.get_by_test_id("linked-person").get_by_role("link", name="Mark Twain").click()
+    expect(page).to_have_url(re.compile(rf"/people/{mark.ct_id}/$"))

@@ -23,9 +23,13 @@ def _nav_labels(response) -> list[str]:
 @pytest.mark.parametrize(
     ("client_fixture", "landing", "sections"),
     [
-        ("marketer_client", "/people/", ["Find People", "Segments", "Campaigns"]),
-        ("admin_client_", "/people/", ["Find People", "Segments", "Campaigns", "Settings"]),
-        ("importer_client", "/people/", ["Find People", "Imports"]),
+        ("marketer_client", "/", ["Overview", "Find People", "Segments", "Campaigns"]),
+        (
+            "admin_client_",
+            "/",
+            ["Overview", "Find People", "Segments", "Imports", "Campaigns", "Settings"],
+        ),
+        ("importer_client", "/", ["Overview", "Find People", "Imports"]),
     ],
 )
 def test_each_person_sees_their_sections_and_lands_on_the_first(
@@ -33,18 +37,27 @@ def test_each_person_sees_their_sections_and_lands_on_the_first(
 ):
     client = request.getfixturevalue(client_fixture)
     response = client.get("/")
-    assert response.status_code == 302 and response["Location"] == landing
-    page = client.get(landing)
-    assert page.status_code == 200
-    assert _nav_labels(page) == sections
+    # Everyone who may view profiles lands on the overview itself (no redirect).
+    assert response.status_code == 200
+    assert _nav_labels(response) == sections
+
+
+def test_without_the_overview_a_person_lands_on_their_first_section(importer, client):
+    importer.groups.clear()
+    importer.user_permissions.add(
+        Permission.objects.get(content_type__app_label="imports", codename="view_importrun")
+    )
+    client.force_login(importer)
+    response = client.get("/")
+    assert response.status_code == 302 and response["Location"] == "/imports/"
 
 
 def test_superuser_sees_every_section(superuser, client):
     client.force_login(superuser)
-    page = client.get("/", follow=True)
-    assert page.redirect_chain[-1][0] == "/people/"
+    page = client.get("/")
+    assert page.status_code == 200
     assert _nav_labels(page) == [
-        "Find People", "Segments", "Imports", "Campaigns", "Settings"]  # fmt: skip
+        "Overview", "Find People", "Segments", "Imports", "Campaigns", "Settings"]  # fmt: skip
 
 
 def test_a_person_without_a_group_is_told_so_instead_of_a_403_loop(outsider_client):
@@ -83,7 +96,7 @@ def test_403_names_only_the_groups_that_hold_the_permission(marketer_client):
     assert "Marketers" not in content.split("<main>")[1]
     # The way back leads to a page the person can open.
     back = re.search(r'<a href="([^"]+)">Back to ([^<]+)</a>', content)
-    assert back.group(1) == "/people/" and back.group(2) == "Find People"
+    assert back.group(1) == "/" and back.group(2) == "Overview"
     assert marketer_client.get(back.group(1)).status_code == 200
 
 

@@ -226,9 +226,13 @@ def event_names(html: str) -> list[str]:
 def test_first_page_has_50_events_and_a_real_older_events_link(marketer_client, busy):
     html = marketer_client.get(detail(busy)).content.decode()
     assert event_names(html) == [f"E{index:03}" for index in range(119, 69, -1)]
-    link = re.search(r'<a href="(/people/[^"]+/events/\?before=[0-9_]+)">Older events</a>', html)
-    assert link
-    assert f'hx-get="{link.group(1)}"' in html and 'hx-trigger="revealed"' in html
+    link = re.search(
+        r'<a class="button" href="(/people/[^"]+/events/\?before=[0-9_]+)"\s+'
+        r'hx-get="([^"]+)"\s+hx-target="closest li" hx-swap="outerHTML">Older events</a>',
+        html,
+    )
+    # A click loads the next rows in place (htmx); the href is the page without JavaScript.
+    assert link and link.group(1) == link.group(2)
 
 
 def test_older_events_with_htmx_are_rows_and_the_next_sentinel(marketer_client, busy):
@@ -270,15 +274,15 @@ def test_bad_cursor_is_400(marketer_client, busy):
 
 
 def test_profile_page_queries_do_not_grow_with_events(
-    marketer_client, mark, busy, django_assert_num_queries
+    marketer_client, mark, busy, django_assert_max_num_queries
 ):
     marketer_client.get(detail(mark))  # warm the session and permission caches
     with CaptureQueriesContext(connection) as small:
         marketer_client.get(detail(mark))
-    # session, user, profile, identifiers, devices, linked ids, timeline, chart,
-    # changes, permissions (2: the action buttons)
-    assert len(small.captured_queries) == 11
-    with django_assert_num_queries(11):
+    # session, user, profile, identifiers, devices, linked ids, timeline, event names,
+    # custom property types, chart, changes, permissions (2: the action buttons)
+    assert len(small.captured_queries) == 13
+    with django_assert_max_num_queries(13):  # 12 without custom properties to type
         marketer_client.get(detail(busy))
     assert not any("COUNT(*)" in q["sql"].upper() and "GROUP BY" not in q["sql"].upper()
                    for q in small.captured_queries)  # fmt: skip
@@ -471,3 +475,70 @@ def test_delete_without_confirmation_says_what_is_missing(admin_client_, mark):
     assert response.status_code == 400
     assert "This field is required." in response.content.decode()
     assert Profile.objects.filter(pk=mark.pk).exists()
+
+
+# --- timeline filter, linked profiles, dates -----------------------------------------------
+
+
+def test_timeline_filter_by_event_name_keeps_working_with_older_events(marketer_client, busy):
+    Event.objects.bulk_create(
+        Event(profile=busy, name="Charged", ts=timezone.now() - dt.timedelta(days=400 + n),
+              source=Source.SDK)
+        for n in range(55)
+    )  # fmt: skip
+    html = marketer_client.get(detail(busy)).content.decode()
+    options = re.findall(r'<option value="([^"]*)"', html.split('id="timeline-event"')[1])
+    assert options[:2] == ["", "Charged"] and "E000" in options
+    page = marketer_client.get(detail(busy), {"event": "Charged"}).content.decode()
+    assert (
+        re.findall(r"<strong>(\w+)</strong>", page.split('id="timeline"')[1]).count("Charged") == 50
+        and "E119" not in page.split('id="timeline"')[1]
+    )
+    assert '<option value="Charged" selected>' in page
+    more = re.search(r'href="(/people/[^"]+/events/\?before=[0-9_]+&amp;event=Charged)"', page)
+    assert more
+    rest = marketer_client.get(more.group(1).replace("&amp;", "&"), headers={"HX-Request": "true"})
+    names = re.findall(r"<strong>(\w+)</strong>", rest.content.decode())
+    assert names == ["Charged"] * 5 and "Older events" not in rest.content.decode()
+    # htmx asks the events endpoint for the filtered first page.
+    first = marketer_client.get(
+        action("events", busy), {"event": "E005"}, headers={"HX-Request": "true"}
+    ).content.decode()
+    assert re.findall(r"<strong>(\w+)</strong>", first) == ["E005"]
+    none = marketer_client.get(detail(busy), {"event": "<b>Never</b>"}).content.decode()
+    assert "No “&lt;b&gt;Never&lt;/b&gt;” events." in none
+
+
+def test_linked_anonymous_profile_and_its_person_link_to_each_other(marketer_client, mark):
+    anonymous = Profile.objects.get(linked_to=mark)
+    person_page = marketer_client.get(detail(mark)).content.decode()
+    assert f'<a href="/people/{anonymous.ct_id}/" data-testid="linked-anonymous">' in person_page
+    anonymous_page = marketer_client.get(detail(anonymous)).content.decode()
+    assert "later logged in as" in anonymous_page
+    assert (
+        f'<a href="/people/{mark.ct_id}/">'
+        in anonymous_page.split('data-testid="linked-person"')[1]
+    )
+
+
+def test_dates_show_the_time_zone_and_date_properties_show_as_dates(marketer_client, db):
+    from profiles.models import PropertyDefinition
+
+    PropertyDefinition.objects.create(scope="profile", name="Signup Date", type="date")
+    PropertyDefinition.objects.create(scope="profile", name="Renewed At", type="date")
+    PropertyDefinition.objects.create(scope="profile", name="Code", type="string")
+    profile = ProfileFactory(
+        name="Dee Ates",
+        custom={"Signup Date": "2024-01-31T12:00:00Z", "Renewed At": "2024-03-05T08:30:00Z",
+                "Code": "2024-01-31T12:00:00Z"},
+    )  # fmt: skip
+    EventFactory(profile=profile, name="Opened", ts=dt.datetime(2025, 2, 3, 4, 5, 6, tzinfo=dt.UTC))
+    response = marketer_client.get(detail(profile))
+    custom = dict(response.context["groups"]["Custom"])
+    assert custom["Signup Date"] == "2024-01-31"
+    assert custom["Renewed At"] == "2024-03-05 08:30 UTC"
+    assert custom["Code"] == "2024-01-31T12:00:00Z"  # a string property stays as it is
+    html = response.content.decode()
+    assert '<dd title="2024-01-31T12:00:00Z">2024-01-31</dd>' in html
+    assert ">2025-02-03 04:05:06 UTC</time>" in html
+    assert "last seen " in html and re.search(r"last seen \d{4}-\d\d-\d\d \d\d:\d\d UTC", html)

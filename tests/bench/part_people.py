@@ -10,7 +10,10 @@ a warm-up; p50 and p95 are printed.
   seen within 30 days, Customer Type = Gold);
 - the profile page of a profile with 100,000 events (created here once, set-based
   with INSERT … SELECT generate_series, when no profile has that many), and the
-  htmx page of its older events (infinite scroll).
+  htmx page of its older events (the inline load-more);
+- the home overview `/` (after one run of the beat task that counts it, timed too);
+- Find People's match count: every search above now counts its matches (exact up
+  to 10,000); a broad filter (has email) matches far more and gets the estimate.
 """
 
 from __future__ import annotations
@@ -165,6 +168,21 @@ def run(ctx: BenchContext) -> list[Figure]:
     )
     figures += _figures("Find People, name prefix (3 letters)", _time(client, prefix_urls))
     figures += _figures("Find People, filter (4 conditions)", _time(client, filter_urls))
+    broad_urls = [people + urlencode({"has_email": "on"})] * requests
+    counted = client.get(broad_urls[0]).content.decode()
+    kind = "estimated" if "About " in counted else "exact"
+    figures += _figures(
+        f"Find People count, has email ({kind}, > 10,000)", _time(client, broad_urls)
+    )
+
+    from profiles.overview import overview_refresh
+
+    started = time.perf_counter()
+    overview_refresh()
+    figures.append(
+        Figure(PART, "overview refresh (the beat task), once", time.perf_counter() - started, "s")
+    )
+    figures += _figures("home overview /", _time(client, ["/"] * requests))
 
     ct_id = _heavy_profile_ct_id()
     profile_url = f"/people/{ct_id}/"
