@@ -324,9 +324,13 @@ def _records(
                 opted_out = request.opt_out == "true"
             profile_data = _sdk_profile_data(profile)
             if profile_data:
+                # The SDK sends a login on an anonymous browser and a profile push alike;
+                # only a user switch carries isOUL. Ingest's login rule reads this flag.
+                new_user = payload.get("isOUL") is True or payload.get("rc") is True
                 records.append(
-                    {"type": "profile", "objectId": guid, "profileData": profile_data, "ts": now}
-                )
+                    {"type": "profile", "objectId": guid, "profileData": profile_data,
+                     "ts": now, "isOUL": new_user}
+                )  # fmt: skip
         else:
             raise SdkRefusal(400, "A push must be of type event or profile.")
     # ping: keeps the session alive, stores nothing. data: web push registration,

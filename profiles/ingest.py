@@ -109,6 +109,13 @@ def _has_profile_identifier(profile_data: dict[str, Any]) -> bool:
     )
 
 
+def _new_user(record: dict[str, Any]) -> bool:
+    """False when the record says its device's person has not changed (`"isOUL": false`,
+    as the web SDK endpoint marks a profile record the SDK sent without its isOUL flag):
+    an identified device then keeps its profile (services.login_decision)."""
+    return record.get("isOUL") is not False
+
+
 def upload_record(record: object, *, actor: Actor) -> None:
     """Store one upload record through the services; RecordError when refused."""
     if not isinstance(record, dict):
@@ -151,6 +158,7 @@ def upload_record(record: object, *, actor: Actor) -> None:
             profile_data=profile_data,
             actor=actor,
             at=ts,
+            new_user=_new_user(record),
         )
     else:
         profile_push(
@@ -205,8 +213,8 @@ def _plan(number: int, record: object) -> _Planned:
         data = record.get("profileData", {})
         if set(identifiers) != {"identity"} or not isinstance(data, dict):
             return single
-        if device_id is not None and _has_profile_identifier(data):
-            return single  # a login naming more identifiers: one by one
+        if device_id is not None and (_has_profile_identifier(data) or not _new_user(record)):
+            return single  # a login naming more identifiers, or an unflagged one: one by one
         # With an objectId this is a login: profiles.bulk takes its plain cases (by the
         # same rule, services.login_decision) and defers the others back to us.
         row = BulkProfileRow(ref=number, key_kind="identity", key_value=identifiers["identity"],

@@ -569,6 +569,7 @@ def _profile_data_check(profile_data: object) -> dict[str, Any] | None:
 LOGIN_CURRENT = "current"  # the profile the device maps to
 LOGIN_HOLDER = "holder"  # the profile holding the named identifiers
 LOGIN_NEW = "new"  # a new profile
+LOGIN_REFUSED = "refused"  # a push claims another profile's identifiers: refuse the record
 
 
 @dataclass(frozen=True)
@@ -584,6 +585,7 @@ def login_decision(
     current_linked: bool,
     holder_id: object | None,
     named: bool,
+    new_user: bool = True,
 ) -> LoginDecision:
     """Which profile an onUserLogin lands on: the one rule, used by `profile_login`
     record by record and by profiles.bulk for logins sent in a batch.
@@ -591,8 +593,17 @@ def login_decision(
     `current_*` describe the profile the device maps to (`current_id` None: no
     device, or a device without a profile); `holder_id` the one profile holding
     the named identifiers (None: nobody); `named`: the login names identifiers.
+    `new_user` False: the sender says the device's person has not changed
+    (CleverTap's web SDK flags a user switch with `isOUL`, and sends a login on an
+    anonymous browser and a profile push in the same unflagged shape), so an
+    identified device keeps its profile, which takes the identifiers as a profile
+    push would; one held by another profile refuses the record (LOGIN_REFUSED).
     Ids are compared for equality only, so a batch may use its own tokens.
     """
+    if not new_user and current_id is not None and current_identified:
+        if holder_id is not None and holder_id != current_id:
+            return LoginDecision(LOGIN_REFUSED)  # never merged, never switched by a push
+        return LoginDecision(LOGIN_CURRENT)
     if holder_id is None:
         if current_id is not None and not named:
             return LoginDecision(LOGIN_CURRENT)  # nobody named: as a push would
@@ -613,6 +624,7 @@ def _login_once(
     actor: Actor,
     at: dt.datetime,
     lookups: _Lookups,
+    new_user: bool = True,
 ) -> tuple[Profile, Device | None]:
     device: Device | None = None
     current: Profile | None = None
@@ -641,7 +653,18 @@ def _login_once(
         current_linked=current is not None and current.linked_to_id is not None,
         holder_id=holder_id,
         named=bool(identifiers),
+        new_user=new_user,
     )
+    if decision.target == LOGIN_REFUSED:
+        mine = current.pk if current is not None else None
+        theirs = ", ".join(
+            sorted(f"{kind} '{value}'" for (kind, value), owner in holders.items() if owner != mine)
+        )
+        raise RecordError(
+            ErrorCode.MISC,
+            f"{theirs[0].upper()}{theirs[1:]} belongs to another profile; "
+            "profiles are never merged.",
+        )
     if decision.target == LOGIN_CURRENT:
         target = current
     elif decision.target == LOGIN_NEW:
@@ -669,6 +692,7 @@ def profile_login(
     profile_data: dict[str, Any] | None = None,
     actor: Actor,
     at: dt.datetime | None = None,
+    new_user: bool = True,
 ) -> Profile:
     """CleverTap's onUserLogin.
 
@@ -680,6 +704,9 @@ def profile_login(
       is no device: a new profile is created (and D switches to it);
     - profile X holds them: D switches to X; an anonymous profile D left
       behind is kept and linked to X.
+    With `new_user=False` (the sender says D's person has not changed: the web
+    SDK's unflagged profile record) an identified D keeps its profile, which
+    takes the identifiers as profilePush would (see `login_decision`).
     Two identified profiles are never merged: identifiers held by two
     different profiles refuse the record. Safe under concurrency: a lost race
     on an identifier retries against the winner's committed state.
@@ -696,7 +723,7 @@ def profile_login(
         raise RecordError(ErrorCode.IDENTITY_MISSING, IDENTITY_MISSING_MESSAGE)
 
     def login(lookups: _Lookups) -> Profile:
-        return _login_once(device_id, wanted, profile_data, actor, at, lookups)[0]
+        return _login_once(device_id, wanted, profile_data, actor, at, lookups, new_user)[0]
 
     return _run_record(login)
 

@@ -135,11 +135,6 @@ def test_page_view_event_and_login_are_stored(open_shop, api, fetch):
     assert "wzrk_fetch" not in names(guid)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ingest: a profile push named by objectId after that device's login updates the "
-    "device's first (anonymous) profile instead of the identified one it maps to",
-)
 def test_profile_push_after_login_reaches_the_identified_profile(open_shop, api):
     page = open_shop()
     guid = page.evaluate("() => window.clevertap.getCleverTapID()")
