@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ from api.credentials import _redis
 from api.models import SdkSettings
 from profiles.ingest import ingest_records
 from profiles.models import ApiCredential, Source
+from profiles.rules.web_push import SubscriptionError, web_push_subscription
 from profiles.services import Actor
 
 logger = logging.getLogger(__name__)
@@ -333,9 +335,50 @@ def _records(
                 )  # fmt: skip
         else:
             raise SdkRefusal(400, "A push must be of type event or profile.")
-    # ping: keeps the session alive, stores nothing. data: web push registration,
-    # acknowledged but not stored (the profile store has no push-token record yet).
+    elif request.type == "data":
+        records.append(_push_token_record(payload, guid))
+    # ping: keeps the session alive, stores nothing.
     return records, opted_out
+
+
+# The SDK keeps only the tail of Chrome's and Firefox's endpoints (`endpoint.split('/').pop()`)
+# and names the browser; these are the push services those browsers subscribe with (Firefox
+# with a VAPID key, which the SDK always passes). Other browsers' endpoints arrive whole.
+PUSH_SERVICE_PREFIXES = {
+    "Chrome": "https://fcm.googleapis.com/fcm/send/",
+    "Firefox": "https://updates.push.services.mozilla.com/wpush/v2/",
+}
+_ENDPOINT_TAIL = re.compile(r"^[A-Za-z0-9_:.=-]{8,600}$")
+
+
+def sdk_push_endpoint(endpoint: object, browser: object) -> str:
+    """The subscription's full endpoint URL from what the SDK sends; SdkRefusal if unusable."""
+    if not isinstance(endpoint, str) or not endpoint:
+        raise SdkRefusal(400, "The web push subscription has no endpoint.")
+    if endpoint.startswith("https://"):
+        return endpoint
+    if browser == "Safari":
+        raise SdkRefusal(400, "Safari's APNs web push is not supported; use standard Web Push.")
+    prefix = PUSH_SERVICE_PREFIXES.get(browser) if isinstance(browser, str) else None
+    if prefix is None or not _ENDPOINT_TAIL.match(endpoint):
+        raise SdkRefusal(400, "The web push endpoint must be an https URL.")
+    return prefix + endpoint
+
+
+def _push_token_record(payload: dict[str, Any], guid: str) -> dict[str, Any]:
+    """An ingest token record for a `type=data` call: the SDK's registration (the
+    PushSubscription JSON) or its `action: unregister`. Checked here, so a bad
+    subscription is refused in the reply (profiles.rules.web_push is the rule)."""
+    if payload.get("action") == "unregister":
+        return {"type": "token", "objectId": guid,
+                "tokenData": {"type": "webpush", "action": "unregister"}}  # fmt: skip
+    endpoint = sdk_push_endpoint(payload.get("endpoint"), payload.get("browser"))
+    try:
+        web_push_subscription({"endpoint": endpoint, "keys": payload.get("keys")})
+    except SubscriptionError as error:
+        raise SdkRefusal(400, str(error)) from None
+    return {"type": "token", "objectId": guid,
+            "tokenData": {"type": "webpush", "id": endpoint, "keys": payload["keys"]}}  # fmt: skip
 
 
 def sdk_handle(request: SdkRequest) -> SdkReply:

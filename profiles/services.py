@@ -80,6 +80,7 @@ __all__ = [
     "Actor",
     "DeviceInfo",
     "RecordError",
+    "device_push_token_set",
     "event_push",
     "event_validate",
     "identifiers_normalize",
@@ -1056,6 +1057,40 @@ def event_push(
         return profile, event
 
     return _run_record(push)
+
+
+# --- devices ---------------------------------------------------------------------------
+
+
+def device_push_token_set(
+    *,
+    device_id: str,
+    platform: str,
+    push_token: str,
+    push_enabled: bool,
+    at: dt.datetime | None = None,
+) -> Device:
+    """Set (or, with an empty `push_token`, clear) the device's push token ("platform ID")
+    and push permission; the device's platform becomes `platform`.
+
+    A never-seen device is registered with a new anonymous profile, as its first
+    event would be. Does not touch last seen: a registration is not activity.
+    The token's format is the caller's rule (profiles.rules.web_push for web push).
+    """
+    device_id = normalize_device_id(device_id)
+    at = at or timezone.now()
+
+    def store(lookups: _Lookups) -> Device:
+        device, _profile, _created = _device_resolve(device_id, at)
+        Device.objects.filter(pk=device.pk).update(
+            platform=_clip(platform, Device, "platform"),
+            push_token=push_token,
+            push_enabled=push_enabled,
+        )
+        device.platform, device.push_token, device.push_enabled = platform, push_token, push_enabled
+        return device
+
+    return _run_record(store)
 
 
 # --- dashboard actions -------------------------------------------------------------

@@ -185,3 +185,75 @@ def test_opt_out_stops_storing(open_shop, api):
     page.reload()
     page.wait_for_function("() => window.clevertap.getCleverTapID()")
     assert "After Opt Out" not in names(guid)
+
+
+# A subscription as Chromium's PushSubscription.toJSON() gives it (FCM endpoint, P-256 key,
+# 16-byte auth secret). Headless Chromium cannot subscribe at a real push service, so the
+# page hands this subscription to the SDK exactly where the SDK's own subscription hand-off
+# (setUpWebPush -> pushManager.subscribe().then) does: it cuts the endpoint to its tail,
+# names the browser, saves it as WZRK_PSD and calls the SDK's request.registerToken. Only
+# the browser's PushManager is left out; the request is built and sent by the SDK's code.
+SUBSCRIBE = """(sub) => {
+    const data = JSON.parse(JSON.stringify(sub));
+    data.endpoint = data.endpoint.split('/').pop();
+    data.browser = 'Chrome';
+    localStorage.setItem('WZRK_PSD', encodeURIComponent(JSON.stringify(data)));
+    // The SDK's request object: a (loose-mode) private field of the clevertap instance.
+    const request = Object.getOwnPropertyNames(clevertap)
+        .filter(n => /^__private_\\d+_request$/.test(n)).map(n => clevertap[n])
+        .find(r => r && typeof r.registerToken === 'function');
+    request.registerToken(data);
+}"""
+SUBSCRIPTION = {
+    "endpoint": "https://fcm.googleapis.com/fcm/send/dZk3:APA91bE" + "q" * 120,
+    "expirationTime": None,
+    "keys": {
+        "p256dh": "BAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4fICEiIyQlJicoKSorLC0uLzA"
+        "xMjM0NTY3ODk6Ozw9Pj8",
+        "auth": "AAECAwQFBgcICQoLDA0ODw",
+    },
+}
+
+
+def device_row(guid: str):
+    from profiles.models import Device
+
+    return Device.objects.filter(object_id=guid).first()
+
+
+def test_web_push_registration_stores_the_subscription_and_follows_a_user_switch(open_shop, api):
+    page = open_shop()
+    first_guid = page.evaluate("() => clevertap.getCleverTapID()")
+    page.evaluate("() => clevertap.onUserLogin.push({Site: {Identity: 'push-a'}})")
+    wait_until(page, lambda: profile_exists(api, "push-a"), "A's login")
+    page.evaluate(SUBSCRIBE, SUBSCRIPTION)
+    wait_until(page, lambda: bool(getattr(device_row(first_guid), "push_token", "")), "the token")
+    stored = device_row(first_guid)
+    expected = (
+        '{"endpoint":"' + SUBSCRIPTION["endpoint"] + '","keys":{"auth":"'
+        + SUBSCRIPTION["keys"]["auth"] + '","p256dh":"' + SUBSCRIPTION["keys"]["p256dh"] + '"}}'
+    )  # fmt: skip
+    assert stored.push_token == expected
+    assert (stored.platform, stored.push_enabled) == ("Web", True)
+    [a_device] = profile(api, identity="push-a")["devices"]
+    assert a_device["push_token"] is True and a_device["push_enabled"] is True
+
+    # B logs in on the same browser: the SDK drops A's guid (rc), takes a new one, and
+    # itself unregisters A's token and registers the subscription for B's guid.
+    page.evaluate("() => clevertap.onUserLogin.push({Site: {Identity: 'push-b'}})")
+    wait_until(page, lambda: profile_exists(api, "push-b"), "B's login")
+    second_guid = page.evaluate("() => clevertap.getCleverTapID()")
+    assert second_guid != first_guid
+    wait_until(
+        page,
+        lambda: (
+            device_row(first_guid).push_enabled is False
+            and bool(getattr(device_row(second_guid), "push_token", ""))
+        ),
+        "the token to move to B",
+    )
+    assert device_row(first_guid).push_token == ""
+    assert device_row(second_guid).push_token == expected
+    [b_device] = profile(api, identity="push-b")["devices"]
+    assert b_device["objectId"] == second_guid and b_device["push_enabled"] is True
+    assert profile(api, identity="push-a")["devices"][0]["push_token"] is False
