@@ -109,6 +109,20 @@ def names(guid: str) -> list[str]:
     )
 
 
+def events_read(api: ApiClient, name: str) -> list[dict]:
+    """Today's events of one name, as /1/events.json gives them (the cursor flow)."""
+    today = int(time.strftime("%Y%m%d", time.gmtime()))
+    first = api.post("/1/events.json", {"event_name": name, "from": today, "to": today}).json()
+    assert first["status"] == "success", first
+    records, cursor = [], first["cursor"]
+    while cursor:
+        page = api.get("/1/events.json", {"cursor": cursor}).json()
+        assert page["status"] == "success", page
+        records += page["records"]
+        cursor = page.get("next_cursor")
+    return records
+
+
 def profile(api: ApiClient, **lookup) -> dict:
     response = api.get("/1/profile.json", lookup)
     assert response.status_code == 200, response.content
@@ -133,6 +147,14 @@ def test_page_view_event_and_login_are_stored(open_shop, api, fetch):
     assert record["systemProperties"]["Event count"] == 2  # the page view and the event
     assert record["ct_id"] == profile(api, objectId=guid)["ct_id"]
     assert "wzrk_fetch" not in names(guid)
+    [viewed] = events_read(api, "Product Viewed")
+    assert viewed["evtData"] == {"Product": "Book", "Price": 12}
+    assert viewed["profile"] == {"ct_id": record["ct_id"], "identity": "reader-1", "objectId": guid}
+    [page_view] = events_read(api, "Page Viewed")
+    assert page_view["profile"]["identity"] == "reader-1"  # scenario 1: history kept
+    assert page_view["evtData"]["url"] == "https://shop.test/"
+    assert page_view["evtData"]["Platform"] == "Web"
+    assert events_read(api, "wzrk_fetch") == []
 
 
 def test_profile_push_after_login_reaches_the_identified_profile(open_shop, api):
@@ -164,7 +186,46 @@ def test_scenario_2_two_browsers_one_person(open_shop, api):
         ),
         "the second browser's login",
     )
-    assert profile(api, objectId=desktop_guid)["ct_id"] == profile(api, identity="pair-1")["ct_id"]
+    person = profile(api, identity="pair-1")
+    assert profile(api, objectId=desktop_guid)["ct_id"] == person["ct_id"]
+    phone.evaluate("() => clevertap.event.push('After Login')")
+    wait_until(phone, lambda: len(events_read(api, "After Login")) == 1, "the event after login")
+    [after] = events_read(api, "After Login")
+    assert after["profile"]["ct_id"] == person["ct_id"]  # the phone now maps to the person
+    # Scenario 2: the phone's anonymous history stays on its own profile, linked to the person.
+    [before] = events_read(api, "Before Login")
+    assert before["profile"]["ct_id"] != person["ct_id"] and before["profile"]["identity"] is None
+    assert profile(api, objectId=before["profile"]["ct_id"])["linked_to"] == person["ct_id"]
+
+
+def test_shared_browser_switches_people_without_merging(open_shop, api):
+    """Person A logs in and browses; person B logs in on the same browser: the SDK drops
+    A's guid (rc, isOUL) and takes a new one; B's events land on B, A's stay on A."""
+    page = open_shop()
+    guid_a = page.evaluate("() => clevertap.getCleverTapID()")
+    page.evaluate(
+        """() => {
+        clevertap.onUserLogin.push({Site: {Identity: 'shared-a', Email: 'a@example.com'}});
+        clevertap.event.push('A Browsed', {n: 1});
+    }"""
+    )
+    wait_until(page, lambda: len(events_read(api, "A Browsed")) == 1, "A's event")
+    page.evaluate("() => clevertap.onUserLogin.push({Site: {Identity: 'shared-b'}})")
+    page.wait_for_function(f"() => clevertap.getCleverTapID() !== {guid_a!r}")
+    guid_b = page.evaluate("() => clevertap.getCleverTapID()")
+    page.evaluate("() => clevertap.event.push('B Browsed', {n: 2})")
+    wait_until(page, lambda: len(events_read(api, "B Browsed")) == 1, "B's event")
+
+    a, b = profile(api, identity="shared-a"), profile(api, identity="shared-b")
+    assert a["ct_id"] != b["ct_id"]  # never merged
+    assert a["identities"] == {"identity": ["shared-a"], "email": ["a@example.com"]}
+    assert b["identities"] == {"identity": ["shared-b"]}
+    assert [d["objectId"] for d in a["devices"]] == [guid_a]
+    assert [d["objectId"] for d in b["devices"]] == [guid_b]
+    [a_event], [b_event] = events_read(api, "A Browsed"), events_read(api, "B Browsed")
+    assert a_event["profile"] == {"ct_id": a["ct_id"], "identity": "shared-a", "objectId": guid_a}
+    assert b_event["profile"] == {"ct_id": b["ct_id"], "identity": "shared-b", "objectId": guid_b}
+    assert {e["profile"]["ct_id"] for e in events_read(api, "Page Viewed")} == {a["ct_id"]}
 
 
 def _guids(page) -> set[str]:
