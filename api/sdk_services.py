@@ -2,9 +2,9 @@
 
 Each SDK call is one GET whose `d` parameter is LZString-compressed JSON. This
 module turns it into /1/upload-shaped records named by the browser's guid (the
-SDK's device id, our objectId) and hands them to `profiles.ingest.ingest_records`,
-so logins follow the same identity rules as /1/upload logins. Writes are
-synchronous: the reply is sent after ingest has committed.
+SDK's device id, our objectId) and queues them (api.sdk_queue) for a worker that
+hands them to `profiles.ingest.ingest_records` in batches, so logins follow the same
+identity rules as /1/upload logins. The reply is sent once the records are queued.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import json
 import logging
 import re
 import secrets
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,10 +26,9 @@ from django.utils import timezone
 
 from api.credentials import _redis
 from api.models import SdkSettings
-from profiles.ingest import ingest_records
-from profiles.models import ApiCredential, Source
+from api.sdk_queue import sdk_queue_append
+from profiles.models import ApiCredential
 from profiles.rules.web_push import SubscriptionError, web_push_subscription
-from profiles.services import Actor
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +58,7 @@ class SdkReply:
     resume: bool
     request_number: int
     opted_out: bool | None = None
-    stored: int = 0
-    refusals: dict[int, str] = field(default_factory=dict)
+    queued: bool = False  # False: nothing to store, or a re-fire of a queued request
 
 
 def _limit(name: str, default: int) -> int:
@@ -131,6 +130,7 @@ def sdk_settings_update(*, credential: ApiCredential, origins: list[str]) -> Sdk
     settings_row = sdk_settings_for(credential)
     settings_row.allowed_origins = sorted(set(origins))
     settings_row.save(update_fields=["allowed_origins"])
+    _account_cache.pop(credential.account_id, None)  # other processes: within the cache time
     return settings_row
 
 
@@ -381,14 +381,32 @@ def _push_token_record(payload: dict[str, Any], guid: str) -> dict[str, Any]:
             "tokenData": {"type": "webpush", "id": endpoint, "keys": payload["keys"]}}  # fmt: skip
 
 
+# Each gunicorn process keeps an account's credential and SDK settings this long, so a
+# request makes no database query: a revocation or an origin change applies within it.
+ACCOUNT_CACHE_SECONDS = 5.0
+_account_cache: dict[str, tuple[float, ApiCredential, SdkSettings]] = {}
+
+
+def _account_with_settings(account_id: object) -> tuple[ApiCredential, SdkSettings]:
+    now = time.monotonic()
+    cached = _account_cache.get(account_id) if isinstance(account_id, str) else None
+    if cached and now - cached[0] < ACCOUNT_CACHE_SECONDS:
+        return cached[1], cached[2]
+    credential = sdk_account(account_id)
+    settings_row = sdk_settings_for(credential)
+    if len(_account_cache) > 1000:  # unknown ids are never cached; this bounds the rest
+        _account_cache.clear()
+    _account_cache[credential.account_id] = (now, credential, settings_row)
+    return credential, settings_row
+
+
 def sdk_handle(request: SdkRequest) -> SdkReply:
     """Check and store one SDK call; the reply the SDK needs. SdkRefusal when refused."""
     if request.type not in REQUEST_TYPES:
         raise SdkRefusal(400, "Unknown request type.")
     request_number = _request_number(request.rn)
     payload = sdk_decode_payload(request.d)
-    credential = sdk_account(payload.get("id"))
-    settings_row = sdk_settings_for(credential)
+    credential, settings_row = _account_with_settings(payload.get("id"))
     origin = sdk_request_origin(
         header=request.origin_header, param=request.origin_param, referer=request.referer
     )
@@ -414,17 +432,28 @@ def sdk_handle(request: SdkRequest) -> SdkReply:
         return reply
     records, opted_out = _records(request, payload, guid, credential.account_id)
     if records:
-        actor = Actor(source=Source.SDK, label=f"SDK: {credential.name}")
-        result = ingest_records(records, actor=actor)
-        reply.stored = result.processed
-        reply.refusals = {number: error.message for number, error in result.refusals.items()}
-        if result.refusals:
-            logger.info("SDK records refused for %s: %s", credential.account_id, reply.refusals)
+        # Checked here, written by the queue's worker through ingest (api.sdk_queue): the
+        # reply carries the guid before its device row exists.
+        reply.queued = sdk_queue_append(
+            guid=guid,
+            records=records,
+            actor_label=f"SDK: {credential.name}",
+            dedupe_key=_refire_key(request, credential.account_id, guid),
+        )
     if opted_out is not None:
         reply.opted_out = opted_out
         if opted_out:
             reply.guid = guid + OPTED_OUT_SUFFIX
     return reply
+
+
+def _refire_key(request: SdkRequest, account_id: str, guid: str) -> str | None:
+    """The same request fired again (the SDK's retry queue) has the same key; None when
+    the call lacks the SDK's request stamp (rn, i, sn) and cannot be told apart."""
+    if not request.i or not request.sn:
+        return None
+    body = hashlib.sha256((request.d or "").encode()).hexdigest()[:24]
+    return f"{account_id}:{guid}:{request.type}:{request.rn}:{request.i}:{request.sn}:{body}"
 
 
 def _touch(settings_row: SdkSettings, origin: str | None) -> None:
@@ -440,6 +469,7 @@ def _touch(settings_row: SdkSettings, origin: str | None) -> None:
     SdkSettings.objects.filter(pk=settings_row.pk).update(
         last_seen_at=now, last_seen_origin=(origin or "")[:300]
     )
+    settings_row.last_seen_at, settings_row.last_seen_origin = now, (origin or "")[:300]
 
 
 def sdk_accounts() -> list[tuple[ApiCredential, SdkSettings | None]]:

@@ -9,6 +9,7 @@ is forwarded to the live server.
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -45,7 +46,38 @@ def api(settings) -> ApiClient:
 
 
 @pytest.fixture
-def open_shop(browser, live_server, api):
+def queue_worker(transactional_db):
+    """What the Celery worker does for /a (api.sdk_queue), in a thread of this process:
+    the live server only queues the SDK's records."""
+    from django.conf import settings
+    from django.db import connection
+
+    from api.credentials import _redis
+    from api.sdk_queue import sdk_queue_drain_shard
+
+    keys = list(_redis().scan_iter("sdk:*"))
+    if keys:
+        _redis().delete(*keys)
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            while not stop.is_set():
+                shards = range(settings.SDK_QUEUE_SHARDS)
+                if not sum(sdk_queue_drain_shard(shard) for shard in shards):
+                    stop.wait(0.05)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join(10)
+
+
+@pytest.fixture
+def open_shop(browser, live_server, api, queue_worker):
     if not SDK_JS.exists():
         pytest.fail(f"{SDK_JS} is missing: run `npm ci` at the repository root")
     contexts = []

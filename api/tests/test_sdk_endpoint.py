@@ -7,10 +7,12 @@ import re
 
 import lzstring
 import pytest
+from django.conf import settings
 from django.test import Client
 
 from api.credentials import _redis, api_credential_revoke
 from api.models import SdkSettings
+from api.sdk_queue import sdk_queue_drain_shard
 from api.sdk_services import sdk_settings_update
 from api.tests.test_api_support import ApiClient
 from profiles.models import Event, Profile
@@ -21,8 +23,10 @@ REPLY = re.compile(r"^\$WZRK_WR\.s\((.*)\);$")
 
 @pytest.fixture(autouse=True)
 def _forget_rate_counts():
+    """Rate counts, the queue and its re-fire keys live in Redis across tests."""
+
     def forget() -> None:
-        keys = list(_redis().scan_iter("sdk:rate:*"))
+        keys = list(_redis().scan_iter("sdk:*"))
         if keys:
             _redis().delete(*keys)
 
@@ -35,6 +39,12 @@ def _forget_rate_counts():
 def api(settings) -> ApiClient:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     return ApiClient()
+
+
+def drain_now() -> None:
+    """Apply what the calls queued, as the worker would (api.sdk_queue)."""
+    while sum(sdk_queue_drain_shard(shard) for shard in range(settings.SDK_QUEUE_SHARDS)):
+        pass
 
 
 def reply_args(response) -> list:
@@ -78,6 +88,7 @@ class Browser:
                 "X-CleverTap-Encryption-Enabled": "true",
             }
         response = self.client.get("/a", query, headers=headers)
+        drain_now()
         self.last_query = {k: query[k] for k in ("rn", "i", "sn")}
         if response.status_code == 200:
             if fetch:

@@ -24,7 +24,7 @@ FCM_TAIL = "cXyZ_1-2:APA91bH" + "k" * 140
 
 @pytest.fixture(autouse=True)
 def _forget_rate_counts():
-    keys = list(_redis().scan_iter("sdk:rate:*"))
+    keys = list(_redis().scan_iter("sdk:*"))
     if keys:
         _redis().delete(*keys)
 
