@@ -43,12 +43,15 @@ KICK_KEY = "sdk:kick"
 DRAIN_LEASE_KEY = "sdk:draining"
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end"
 SEEN_SECONDS = 7 * 24 * 3600  # the SDK retries from localStorage across visits
-# Append unless this request was appended before: one atomic step.
+# Append unless this request was appended before: one atomic step, one round trip. Returns
+# false (a re-fire), or 1 when a drain should be nudged (none in the last half second), or 0.
 _APPEND_ONCE = """
 if KEYS[1] ~= '' and not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
   return false
 end
-return redis.call('XADD', KEYS[2], '*', 'r', ARGV[1])
+redis.call('XADD', KEYS[2], '*', 'r', ARGV[1])
+if redis.call('SET', KEYS[3], '1', 'NX', 'PX', 500) then return 1 end
+return 0
 """
 
 
@@ -79,11 +82,14 @@ def sdk_queue_append(
     queued before (nothing to do). Writes synchronously when Redis refuses the append,
     so an acknowledged call is never lost."""
     entry = json.dumps({"r": records, "a": actor_label}, separators=(",", ":"))
-    keys = [f"{SEEN_PREFIX}{dedupe_key}" if dedupe_key else "", _stream(sdk_queue_shard(guid))]
+    keys = [
+        f"{SEEN_PREFIX}{dedupe_key}" if dedupe_key else "",
+        _stream(sdk_queue_shard(guid)),
+        KICK_KEY,
+    ]
     try:
-        client = _redis()
-        added = client.eval(_APPEND_ONCE, 2, *keys, entry, SEEN_SECONDS)
-        if added is not None and client.set(KICK_KEY, "1", nx=True, px=500):
+        added = _redis().eval(_APPEND_ONCE, 3, *keys, entry, SEEN_SECONDS)
+        if added == 1:
             _kick()
     except redis.RedisError:
         logger.warning("SDK queue unavailable: writing the call synchronously", exc_info=True)
