@@ -8,9 +8,10 @@ markup.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any
 
-from liquid import Environment
+from liquid import BoundTemplate, Environment
 from liquid.exceptions import LiquidError
 
 from profiles.models import Profile
@@ -32,10 +33,15 @@ def _describe(error: LiquidError, source: str) -> str:
     return reason
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed(source: str, escape: bool) -> BoundTemplate:
+    # A send renders the same subject and body for every profile: parse them once.
+    return (ESCAPED if escape else PLAIN).from_string(source)
+
+
 def render(source: str, context: dict[str, Any], *, escape: bool = False) -> str:
-    environment = ESCAPED if escape else PLAIN
     try:
-        return environment.from_string(source).render(**context)
+        return _parsed(source, escape).render(**context)
     except LiquidError as error:
         raise TemplateProblem(_describe(error, source)) from error
 

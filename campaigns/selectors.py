@@ -12,7 +12,8 @@ from profiles.models import Profile
 from profiles.selectors import people_exact_match_ids
 from segments.services import csv_safe
 
-REPORT_COLUMNS = ["Run", "Kind", "CleverTap ID", "Name", "Outcome", "Address", "Error", "At"]
+REPORT_COLUMNS = ["Run", "Kind", "CleverTap ID", "Name", "Outcome", "Address", "Error", "At",
+                  "Provider status"]  # fmt: skip
 
 
 def campaign_list():
@@ -104,4 +105,5 @@ def report_rows(campaign: Campaign) -> Iterator[list[str]]:
     for row in deliveries:
         yield [csv_safe(value) for value in (
             row.run_id, row.run.kind, row.profile.ct_id, row.profile.name, labels[row.outcome],
-            row.address, row.error, row.at.isoformat() if row.at else "")]  # fmt: skip
+            row.address, row.error, row.at.isoformat() if row.at else "",
+            row.provider_status)]  # fmt: skip

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import (
+    BooleanField,
+    ExpressionWrapper,
+    F,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+)
+from django.db.models.functions import Coalesce, Lower
 from django.utils import timezone
 
 from campaigns import delivery as delivery_module
+from campaigns.delivery import services as delivery_services
 from campaigns.models import (
     AudienceKind,
     Campaign,
@@ -93,70 +107,110 @@ def reachable_q(channel: str) -> Q:
     return compile_definition({"all": [{"system": "reachable", "op": "equals", "value": value}]})
 
 
-def _address_sql(channel: str) -> str:
+def _address(channel: str) -> Coalesce:
+    """Where the channel reaches a profile: its email, its phone, or the push token of its
+    most recently seen device on the channel's platform with push permission not off."""
     if channel == Channel.EMAIL:
-        return "p.email"
+        return Coalesce(F("email"), Value(""))
     if channel in (Channel.SMS, Channel.WHATSAPP):
-        return "p.phone"
-    web = (
-        "lower(d.platform) = 'web'" if channel == Channel.WEBPUSH else "lower(d.platform) <> 'web'"
+        return Coalesce(F("phone"), Value(""))
+    devices = (
+        Device.objects.filter(profile=OuterRef("pk"))
+        .exclude(push_token="")
+        .exclude(push_enabled=False)
+        .annotate(platform_lower=Lower("platform"))
     )
-    return (
-        f"COALESCE((SELECT d.push_token FROM {Device._meta.db_table} d WHERE d.profile_id = p.id"
-        f" AND d.push_token <> '' AND d.push_enabled IS NOT FALSE AND {web}"
-        " ORDER BY d.last_seen DESC NULLS LAST, d.id LIMIT 1), '')"
-    )
+    if channel == Channel.WEBPUSH:
+        devices = devices.filter(platform_lower="web")
+    else:
+        devices = devices.exclude(platform_lower="web")
+    newest = devices.order_by(F("last_seen").desc(nulls_last=True), "pk").values("push_token")
+    return Coalesce(Subquery(newest[:1]), Value(""))
+
+
+# Profiles per INSERT … SELECT: each batch commits on its own and beats the heartbeat, so
+# a huge audience neither holds one long transaction nor looks like a dead worker.
+OUTCOME_BATCH_IDS = 100_000
+
+_ASSIGN_SQL = """
+WITH candidate AS (
+    SELECT q.id, COALESCE(q.ok, false) AND q.address <> '' AS ok, q.address,
+           COALESCE(q.ok, false) AND q.address = '' AS no_device
+      FROM ({candidates}) q (id, ok, address)
+), ranked AS (
+    {ranked}
+)
+INSERT INTO {table} (run_id, profile_id, outcome, address, error, provider_id, provider_status)
+SELECT %(run)s, id,
+       CASE WHEN NOT ok THEN %(unreachable)s WHEN duplicate THEN %(duplicate)s
+            ELSE %(pending)s END,
+       address,
+       CASE WHEN no_device THEN 'no device for this channel'
+            WHEN duplicate THEN 'shared with an earlier profile' ELSE '' END,
+       '', ''
+  FROM ranked
+ ORDER BY id
+ON CONFLICT (run_id, profile_id) DO NOTHING
+"""
+# Email addresses are unique identifiers: nothing to de-duplicate.
+_RANKED_PLAIN = "SELECT c.*, false AS duplicate FROM candidate c"
+# A push token or phone: the first profile to qualify keeps it (lowest id in this batch,
+# unless an earlier batch or live scan of the run already gave it to someone).
+_RANKED_DEDUPE = """
+    SELECT c.*, c.ok AND (
+               t.address IS NOT NULL
+               OR row_number() OVER (PARTITION BY c.ok, c.address ORDER BY c.id) > 1
+           ) AS duplicate
+      FROM candidate c
+      LEFT JOIN (SELECT DISTINCT address FROM {table}
+                  WHERE run_id = %(run)s AND address <> '' AND outcome = ANY(%(holding)s)) t
+             ON t.address = c.address
+"""
 
 
 def outcomes_assign(run: CampaignRun, audience: QuerySet[Profile]) -> int:
-    """One INSERT … SELECT for the whole audience, then one UPDATE for shared addresses.
+    """Evaluate the audience and give every member its outcome in set-based SQL: one
+    INSERT … SELECT per batch of profile ids, nothing per profile in Python.
 
-    Reachable profiles start Pending with their address; the rest are Profile not
-    reachable. Among pending rows sharing a push token or phone, the first profile to
-    qualify (lowest id) keeps it and the others are Duplicate Platform ID. ON CONFLICT
-    makes a repeated assignment (a resumed run) change nothing.
+    In one pass: the reachability rule decides Pending or Profile not reachable (also when
+    no device is on the channel's platform); among profiles sharing a push token or phone
+    the first to qualify (lowest id, or earlier in the run) keeps it and the others are
+    Duplicate Platform ID. ON CONFLICT makes a repeated assignment (a resumed run, a
+    retried batch) change nothing. Returns the run's number of rows.
     """
     channel = run.campaign.channel
-    reachable = reachable_q(channel)
-    try:
-        audience_sql, audience_params = audience.values("pk").query.sql_with_params()
-    except EmptyResultSet:  # e.g. pk__in=[]: nobody to assign
-        return Delivery.objects.filter(run=run).count()
-    try:
-        marked = audience.filter(reachable).values("pk")
-        reachable_sql, reachable_params = marked.query.sql_with_params()
-    except EmptyResultSet:
-        reachable_sql, reachable_params = "SELECT NULL::bigint WHERE false", ()
+    candidates = audience.annotate(
+        campaign_ok=ExpressionWrapper(reachable_q(channel), output_field=BooleanField()),
+        campaign_address=_address(channel),
+    ).values("pk", "campaign_ok", "campaign_address")
+    bounds = Profile.objects.aggregate(low=Min("pk"), high=Max("pk"))
+    low, high = bounds["low"], bounds["high"]
     table = Delivery._meta.db_table
-    sql = f"""
-        INSERT INTO {table} (run_id, profile_id, outcome, address, error, provider_id)
-        SELECT %s, p.id,
-               CASE WHEN p.id IN (SELECT * FROM ({reachable_sql}) r) THEN %s ELSE %s END,
-               {_address_sql(channel)}, '', ''
-          FROM {Profile._meta.db_table} p
-         WHERE p.id IN (SELECT * FROM ({audience_sql}) a)
-         ORDER BY p.id
-        ON CONFLICT (run_id, profile_id) DO NOTHING
-    """
-    params = [run.pk, *reachable_params, Outcome.PENDING, Outcome.PROFILE_NOT_REACHABLE,
-              *audience_params]  # fmt: skip
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        # A reachable push profile whose devices are all on the other platform has no address.
-        cursor.execute(
-            f"UPDATE {table} SET outcome = %s, error = %s"
-            " WHERE run_id = %s AND outcome = %s AND address = ''",
-            [Outcome.PROFILE_NOT_REACHABLE, "no device for this channel", run.pk, Outcome.PENDING],
-        )
-        if channel != Channel.EMAIL:
-            cursor.execute(
-                f"""UPDATE {table} d SET outcome = %s, error = 'shared with an earlier profile'
-                     WHERE d.run_id = %s AND d.outcome = %s AND EXISTS (
-                           SELECT 1 FROM {table} f WHERE f.run_id = d.run_id
-                              AND f.outcome = %s AND f.address = d.address
-                              AND f.profile_id < d.profile_id)""",
-                [Outcome.DUPLICATE, run.pk, Outcome.PENDING, Outcome.PENDING],
-            )
+    ranked = _RANKED_PLAIN if channel == Channel.EMAIL else _RANKED_DEDUPE.format(table=table)
+    params = {
+        "run": run.pk,
+        "holding": [Outcome.PENDING, Outcome.CLAIMED, Outcome.SENT],
+        "unreachable": Outcome.PROFILE_NOT_REACHABLE,
+        "duplicate": Outcome.DUPLICATE,
+        "pending": Outcome.PENDING,
+    }
+    start = low
+    while start is not None and start <= high:
+        batch = candidates.filter(pk__gte=start, pk__lt=start + OUTCOME_BATCH_IDS)
+        start += OUTCOME_BATCH_IDS
+        try:
+            sql, batch_params = batch.query.sql_with_params()
+        except EmptyResultSet:  # e.g. pk__in=[]: nobody to assign
+            break
+        # Django's own placeholders are positional: name them for the outer statement.
+        named = {f"p{n}": value for n, value in enumerate(batch_params)}
+        inner = sql.replace("%%", "%%%%") % tuple(f"%({name})s" for name in named)
+        statement = _ASSIGN_SQL.format(candidates=inner, ranked=ranked, table=table)
+        with transaction.atomic(), connection.cursor() as cursor:
+            # The batch's sort (by address for duplicates, by id) stays in memory.
+            cursor.execute("SET LOCAL work_mem = '64MB'")
+            cursor.execute(statement, {**params, **named})
+        CampaignRun.objects.filter(pk=run.pk).update(heartbeat=timezone.now())
     return Delivery.objects.filter(run=run).count()
 
 
@@ -168,7 +222,8 @@ def _rate(channel: str) -> float:
 
 
 def message_for(campaign: Campaign, profile: Profile, address: str, reference: str,
-                event: Event | None = None) -> delivery_module.OutgoingMessage:  # fmt: skip
+                event: Event | None = None, *, status_callback: str = "",
+                ) -> delivery_module.OutgoingMessage:  # fmt: skip
     context = {
         "Profile": profile_context(profile),
         "Event": dict(event.properties) if event else {},
@@ -182,16 +237,18 @@ def message_for(campaign: Campaign, profile: Profile, address: str, reference: s
         body=body,
         html=body if html else None,
         reference=reference,
+        status_callback=status_callback,
     )
 
 
-def _claim(run: CampaignRun, size: int) -> list[Delivery]:
+def _claim(run: CampaignRun, size: int, *, after: int = 0) -> list[Delivery]:
     """Mark the next pending rows as claimed and commit before anything is sent:
-    a row is messaged at most once even if the worker dies right after."""
+    a row is messaged at most once even if the worker dies right after. `after` (the last
+    id this worker claimed) lets the index scan skip the rows already taken."""
     with transaction.atomic():
         ids = list(
             Delivery.objects.select_for_update(skip_locked=True)
-            .filter(run=run, outcome=Outcome.PENDING)
+            .filter(run=run, outcome=Outcome.PENDING, pk__gt=after)
             .order_by("pk")
             .values_list("pk", flat=True)[:size]
         )
@@ -202,54 +259,111 @@ def _claim(run: CampaignRun, size: int) -> list[Delivery]:
 def deliver_batch(run: CampaignRun, claimed: list[Delivery]) -> None:
     campaign = run.campaign
     messages, rendered = [], []
+    triggers = Event.objects.in_bulk([row.event_id for row in claimed if row.event_id])
     for row in claimed:
-        event = Event.objects.filter(pk=row.event_id).first() if row.event_id else None
+        event = triggers.get(row.event_id) if row.event_id else None
         try:
             reference = f"run-{run.pk}-profile-{row.profile_id}"
-            messages.append(message_for(campaign, row.profile, row.address, reference, event))
+            callback = delivery_services.status_callback_url(channel=campaign.channel,
+                                                             delivery_id=row.pk)  # fmt: skip
+            messages.append(message_for(campaign, row.profile, row.address, reference, event,
+                                        status_callback=callback))  # fmt: skip
             rendered.append(row)
         except TemplateProblem as problem:
             row.outcome, row.error = Outcome.FAILED, str(problem)
             row.save(update_fields=["outcome", "error"])
     results = delivery_module.deliver_many(messages) if messages else []
     now = timezone.now()
-    sent_events = []
+    events: list[tuple[int, str, dict, str]] = []
+    gone_tokens = []
     for row, result in zip(rendered, results, strict=True):
         row.outcome = Outcome.SENT if result.accepted else Outcome.FAILED
         row.error, row.provider_id, row.at = result.error[:2000], result.provider_id[:200], now
+        properties = {"Campaign": campaign.name, "Channel": campaign.get_channel_display()}
         if result.accepted:
-            sent_events.append((row.profile_id, "Notification Sent", {"Campaign": campaign.name}))
-    Delivery.objects.bulk_update(rendered, ["outcome", "error", "provider_id", "at"])
-    if sent_events:
-        delivery_module.notification_events_record(deliveries=sent_events)
+            events.append((row.profile_id, "Notification Sent", properties, f"ntf-{row.pk}-sent"))
+        else:
+            # The provider refused it after the retries: on the timeline with its reason.
+            reason = {**properties, "Reason": result.error[:500]}
+            events.append((row.profile_id, "Notification Failed", reason, f"ntf-{row.pk}-failed"))
+        if result.gone:
+            gone_tokens.append(row.address)
+    _outcomes_store(rendered)
+    delivery_services.push_tokens_forget(tokens=gone_tokens)
+    if events:
+        delivery_module.notification_events_record(deliveries=events)
+
+
+def _outcomes_store(rows: list[Delivery]) -> None:
+    """The batch's outcomes in one UPDATE … FROM unnest(…), not one statement per row."""
+    if not rows:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""UPDATE {Delivery._meta.db_table} d
+                   SET outcome = v.outcome, error = v.error, provider_id = v.provider_id,
+                       at = v.at
+                  FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[],
+                              %s::timestamptz[]) AS v (id, outcome, error, provider_id, at)
+                 WHERE d.id = v.id""",
+            [
+                [row.pk for row in rows],
+                [row.outcome for row in rows],
+                [row.error for row in rows],
+                [row.provider_id for row in rows],
+                [row.at for row in rows],
+            ],
+        )
+
+
+def run_take_over(run_id: int) -> bool:
+    """Claim a run for this worker: a queued run, or one whose worker stopped beating.
+
+    A conditional update, so a redelivered task and the recovery sweep cannot both work
+    on a live run; returns False when another worker is (still) on it."""
+    from config.jobs import stale_after
+
+    now = timezone.now()
+    live = Q(status=RunStatus.DELIVERING) & Q(heartbeat__gte=now - stale_after())
+    taken = (
+        CampaignRun.objects.filter(pk=run_id, status__in=[RunStatus.QUEUED, RunStatus.DELIVERING])
+        .exclude(live)
+        .update(status=RunStatus.DELIVERING, heartbeat=now)
+    )
+    return taken == 1
 
 
 def run_deliver(run_id: int) -> CampaignRun:
     """Deliver every pending row of a run, throttled, checking the stop flag between batches.
     Safe to call again on a run a dead worker left behind."""
-    run = CampaignRun.objects.select_related("campaign").get(pk=run_id)
-    if run.finished:
-        return run
+    if not run_take_over(run_id):
+        return CampaignRun.objects.get(pk=run_id)
+    return _deliver_pending(CampaignRun.objects.select_related("campaign").get(pk=run_id))
+
+
+def _deliver_pending(run: CampaignRun) -> CampaignRun:
     # Rows claimed by a worker that died may or may not have gone out: never resend them.
     Delivery.objects.filter(run=run, outcome=Outcome.CLAIMED).update(
         outcome=Outcome.FAILED, error="interrupted while sending; not resent to avoid a duplicate"
     )
-    CampaignRun.objects.filter(pk=run.pk).update(status=RunStatus.DELIVERING,
-                                                 heartbeat=timezone.now())  # fmt: skip
     rate = _rate(run.campaign.channel)
     size = max(1, min(BATCH_SIZE, int(rate)))
+    CampaignRun.objects.filter(pk=run.pk).update(
+        processed=Delivery.objects.filter(run=run).exclude(outcome=Outcome.PENDING).count()
+    )
+    last = 0
     while True:
         run.refresh_from_db(fields=["stop_requested"])
         if run.stop_requested:
             return _finish(run, RunStatus.STOPPED)
         started = time.monotonic()
-        claimed = _claim(run, size)
+        claimed = _claim(run, size, after=last)
         if not claimed:
             break
+        last = claimed[-1].pk
         deliver_batch(run, claimed)
         CampaignRun.objects.filter(pk=run.pk).update(
-            heartbeat=timezone.now(),
-            processed=Delivery.objects.filter(run=run).exclude(outcome=Outcome.PENDING).count(),
+            heartbeat=timezone.now(), processed=F("processed") + len(claimed)
         )
         pause = len(claimed) / rate - (time.monotonic() - started)
         if pause > 0:
@@ -304,33 +418,24 @@ def send_start(campaign: Campaign, *, user, queue: bool = True) -> CampaignRun:
 
 def run_execute(run_id: int) -> CampaignRun:
     """The task body: assign outcomes once (idempotent), then deliver what is pending."""
+    if not run_take_over(run_id):
+        return CampaignRun.objects.get(pk=run_id)
     run = CampaignRun.objects.select_related("campaign__segment").get(pk=run_id)
-    if run.finished:
-        return run
     if run.total == 0:
         total = outcomes_assign(run, Profile.objects.filter(audience_q(run.campaign)))
         CampaignRun.objects.filter(pk=run.pk).update(total=total)
-    return run_deliver(run.pk)
+    return _deliver_pending(run)
 
 
 def run_stop(run: CampaignRun) -> None:
     CampaignRun.objects.filter(pk=run.pk).update(stop_requested=True)
 
 
-def stale_runs_resume() -> list[int]:
-    """Runs whose worker stopped beating: queue them again (a killed worker resumes)."""
-    from campaigns.tasks import campaign_run_task
-
-    limit = timezone.now() - timezone.timedelta(seconds=settings.CAMPAIGN_STALE_SECONDS)
-    ids = list(
-        CampaignRun.objects.filter(
-            kind=RunKind.SEND, status=RunStatus.DELIVERING, heartbeat__lt=limit
-        ).values_list("pk", flat=True)
-    )
-    for run_id in ids:
-        CampaignRun.objects.filter(pk=run_id).update(heartbeat=timezone.now())
-        campaign_run_task.delay_on_commit(run_id)
-    return ids
+def stale_run_ids(cutoff: dt.datetime) -> QuerySet[CampaignRun, int]:
+    """Sends whose worker stopped beating before the cutoff (config/jobs.py's sweep)."""
+    return CampaignRun.objects.filter(
+        kind=RunKind.SEND, status=RunStatus.DELIVERING, heartbeat__lt=cutoff
+    ).values_list("pk", flat=True)
 
 
 def live_go(campaign: Campaign, *, user) -> CampaignRun:

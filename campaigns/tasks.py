@@ -2,6 +2,7 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from campaigns import services
+from config.jobs import register_recoverable_job
 
 
 @shared_task(
@@ -18,12 +19,15 @@ def campaign_run_task(run_id: int) -> None:
 
 
 @shared_task(acks_late=True, soft_time_limit=50, time_limit=60)
-def campaign_runs_resume_task() -> None:
-    """Queue again the runs a killed worker left without a heartbeat."""
-    services.stale_runs_resume()
-
-
-@shared_task(acks_late=True, soft_time_limit=50, time_limit=60)
 def live_campaigns_scan_task() -> None:
     """Message the profiles whose new events trigger a live campaign."""
     services.live_campaigns_scan()
+
+
+# A send whose worker died (its heartbeat stood still) is queued again by the shared
+# sweep in config/jobs.py; the task takes the run over and goes on with what is pending.
+register_recoverable_job(
+    "campaign run",
+    stale_ids=services.stale_run_ids,
+    resume=lambda run_id: campaign_run_task.delay(run_id),
+)

@@ -15,4 +15,5 @@ urlpatterns = [
     path("runs/<int:pk>/", views.run_progress, name="run"),
     path("runs/<int:pk>/stop/", views.stop, name="stop"),
     path("outbox/", views.outbox, name="outbox"),
+    path("delivery/twilio/<int:pk>/status/", views.twilio_status, name="twilio_status"),
 ]

@@ -1,13 +1,17 @@
 import csv
 
 from django.contrib import messages
+from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from campaigns import selectors, services
-from campaigns.delivery.selectors import outbox_messages
+from campaigns.delivery import services as delivery_services
+from campaigns.delivery.forms import MessagingSettingsForm
+from campaigns.delivery.selectors import messaging_overview, outbox_messages
 from campaigns.forms import CampaignForm, PreviewForm
 from campaigns.models import Campaign, CampaignRun
 from config.access import permission_required, require_permission
@@ -141,3 +145,52 @@ def outbox(request: HttpRequest) -> HttpResponse:
     return render(
         request, "campaigns/outbox.html", {"nav": "campaigns", "messages_": outbox_messages()}
     )
+
+
+# --- Settings → Messaging ------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+@permission_required("campaigns.change_messagingsettings")
+def messaging_settings(request: HttpRequest) -> HttpResponse:
+    overview = messaging_overview()
+    form = MessagingSettingsForm(request.POST or None, instance=overview.saved)
+    if request.method == "POST":
+        if form.is_valid():
+            values = {name: form.cleaned_data[name] for name in form.Meta.fields}
+            delivery_services.messaging_settings_update(
+                values=values, secrets=form.secrets(), user=request.user
+            )
+            messages.success(request, "Messaging settings saved; the next batch sent uses them.")
+            return redirect("messaging_settings:edit")
+        messages.error(request, "Nothing was saved: correct the fields marked below.")
+    for name, default in overview.defaults.items():
+        form.fields[name].widget.attrs["placeholder"] = default or "not set"
+    return render(request, "campaigns/messaging_settings.html",
+                  {"nav": "settings", "form": form, "overview": overview})  # fmt: skip
+
+
+@require_POST
+@permission_required("campaigns.change_messagingsettings")
+def vapid_keys_generate(request: HttpRequest) -> HttpResponse:
+    delivery_services.vapid_keys_ensure()
+    messages.success(request, "Web push keys are ready.")
+    return redirect("messaging_settings:edit")
+
+
+@login_not_required  # a provider's server calls it: X-Twilio-Signature authenticates it
+@csrf_exempt  # (same reason: no browser session, no CSRF token)
+@require_POST
+def twilio_status(request: HttpRequest, pk: int) -> HttpResponse:
+    """Twilio's status callback for one delivery (no login: signed with the auth token)."""
+    try:
+        delivery_services.delivery_status_record(
+            delivery_id=pk,
+            path=request.path,
+            params=list(request.POST.items()),
+            signature=request.headers.get("X-Twilio-Signature", ""),
+        )
+    except delivery_services.StatusReportRefused as refused:
+        return HttpResponse(str(refused), status=403 if refused.forbidden else 400,
+                            content_type="text/plain")  # fmt: skip
+    return HttpResponse(status=204)

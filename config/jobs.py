@@ -15,18 +15,27 @@ A job type plugs in with one call, next to its task:
         stale_ids=lambda cutoff: SegmentExport.objects.filter(...).values_list("pk", flat=True),
         resume=lambda export_id: segment_export_task.delay(export_id),
     )
+
+A stopping worker (SIGTERM: `make run` stopping, a deploy) does not wait for
+a long job to end, nor is it cut off mid-write: the job checks
+`job_stop_check()` at each of its boundaries (an import's chunk, an export's
+batch), stops there with what it did committed, hands itself back (its
+heartbeat made stale, so the sweep takes it at once) and queues its task
+again with `job_continue_later`. The next start resumes it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import multiprocessing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
 
 logger = logging.getLogger(__name__)
 
@@ -92,3 +101,59 @@ def jobs_recover(*, now: dt.datetime | None = None) -> dict[str, list[int]]:
 def jobs_recover_stale() -> dict[str, list[int]]:
     """Beat's periodic sweep (see the module docstring)."""
     return jobs_recover()
+
+
+# --- a stopping worker ------------------------------------------------------------------
+
+
+class JobInterrupted(BaseException):
+    """The worker is stopping: the job stopped at a boundary, its work so far
+    committed, and it continues on the next start.
+
+    A BaseException, like SystemExit: the `except Exception` handlers on its way
+    (an SFTP poll's per-file error handling, an export's failure handling) must
+    not take an orderly stop for the job's failure. The job's task catches it."""
+
+
+# Set in the worker's main process when its warm shutdown begins and read by the
+# pool's children, which share it (created before they are forked). A raw
+# shared byte: setting it from a signal handler takes no lock.
+_stop_flag = None
+
+
+def worker_stop_flag_install() -> None:
+    """Celery's worker_init (the main process, before the pool starts)."""
+    global _stop_flag
+    _stop_flag = multiprocessing.RawValue("b", 0)
+
+
+def worker_stop_request() -> None:
+    """Celery's worker_shutting_down: jobs in hand stop at their next boundary."""
+    if _stop_flag is not None:
+        _stop_flag.value = 1
+
+
+def job_stop_requested() -> bool:
+    return _stop_flag is not None and bool(_stop_flag.value)
+
+
+def job_stop_check() -> None:
+    """Call at a job's boundary, where everything before it has committed."""
+    if job_stop_requested():
+        raise JobInterrupted
+
+
+def handed_back_heartbeat(stale: dt.timedelta | None = None) -> dt.datetime:
+    """The heartbeat a job handed back by a stopping worker gets: already stale,
+    so its resumed task (or the sweep) claims it without waiting."""
+    return timezone.now() - (stale or stale_after()) - dt.timedelta(seconds=1)
+
+
+def job_continue_later(task, *args: object) -> None:
+    """Queue an interrupted job's task again (the stopping worker consumes no
+    more; the next start does). When the broker cannot take it, the sweep will:
+    the job is still running with a stale heartbeat."""
+    try:
+        task.delay(*args)
+    except BrokerError:
+        logger.warning("could not queue %s%s again; the recovery sweep will", task.name, args)

@@ -180,7 +180,8 @@ def start_embedded_smtp_sink() -> subprocess.Popen | None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        _python(str(BASE_DIR / "manage.py"), "smtp_sink", "--port", str(port))
+        _python(str(BASE_DIR / "manage.py"), "smtp_sink", "--port", str(port)),
+        env={**os.environ, "PGAPPNAME": "userprofiles-smtp-sink"},
     )
     deadline = time.monotonic() + 60  # Django's start-up on a busy machine
     while True:
@@ -202,6 +203,7 @@ def _python(*args: str) -> list[str]:
 
 
 WEB_WORKERS = int(os.environ.get("WEB_WORKERS", "3"))
+WORKER_CONCURRENCY = int(os.environ.get("WORKER_CONCURRENCY", "2"))
 # How long a stopping worker may finish the task in hand before it is cut off
 # (an import cut off resumes from its last committed chunk on the next start).
 STOP_GRACE_SECONDS = int(os.environ.get("STOP_GRACE_SECONDS", "30"))
@@ -222,7 +224,8 @@ def service_commands(port: str) -> dict[str, list[str]]:
             "--access-logfile", "-",
         ),
         "worker": _python(
-            "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO", "--concurrency", "2"
+            "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
+            "--concurrency", str(WORKER_CONCURRENCY),
         ),
         "beat": _python(
             "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
@@ -231,10 +234,26 @@ def service_commands(port: str) -> dict[str, list[str]]:
     }  # fmt: skip
 
 
-def _start(command: list[str]) -> subprocess.Popen:
+def database_connections_bound(
+    *, web_workers: int = WEB_WORKERS, worker_concurrency: int = WORKER_CONCURRENCY
+) -> int:
+    """The most PostgreSQL connections `make run` holds, however busy it is:
+    one per gunicorn sync worker (it serves one request at a time and keeps one
+    connection, CONN_MAX_AGE), per Celery pool child one plus an import's
+    pipeline threads, one each for the worker's main process, beat and the
+    local SMTP sink."""
+    from imports.services import PIPELINE_DEPTH  # Django is set up where this is asked
+
+    return web_workers + worker_concurrency * (1 + PIPELINE_DEPTH) + 3
+
+
+def _start(name: str, command: list[str]) -> subprocess.Popen:
     # A session of its own: Ctrl-C reaches the launcher only, which then stops
     # each process the gentle way (no KeyboardInterrupt traceback from beat).
-    return subprocess.Popen(command, start_new_session=True)
+    # Each process names its database connections (libpq's PGAPPNAME), so
+    # pg_stat_activity shows who holds them.
+    env = {**os.environ, "PGAPPNAME": f"userprofiles-{name}"}
+    return subprocess.Popen(command, start_new_session=True, env=env)
 
 
 def _stop_all(processes: dict[str, subprocess.Popen]) -> None:
@@ -257,7 +276,7 @@ def _stop_all(processes: dict[str, subprocess.Popen]) -> None:
 def supervise(commands: dict[str, list[str]], *, banner: str = "") -> int:
     """Run the processes until SIGINT/SIGTERM; one that dies is started again,
     so a killed worker does not take the web server down."""
-    processes = {name: _start(command) for name, command in commands.items()}
+    processes = {name: _start(name, command) for name, command in commands.items()}
     if banner:
         _log(banner)
     stopping = False
@@ -274,7 +293,7 @@ def supervise(commands: dict[str, list[str]], *, banner: str = "") -> int:
                 _log(f"{name} exited with {process.returncode}; starting it again")
                 time.sleep(RESTART_DELAY_SECONDS)
                 if not stopping:
-                    processes[name] = _start(commands[name])
+                    processes[name] = _start(name, commands[name])
         time.sleep(0.5)
     _log("stopping (the tasks in hand finish first)")
     _stop_all(processes)

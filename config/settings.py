@@ -277,13 +277,12 @@ LOGGING["handlers"]["console"]["filters"] = ["forbidden_one_line"]
 
 # Campaigns: messages per second and channel (CAMPAIGN_RATE_PER_SECOND is one number for
 # every channel, or JSON like {"email": 100, "sms": 10, "default": 50}); a send whose worker
-# has not beaten for CAMPAIGN_STALE_SECONDS is resumed; live campaigns scan new events every
-# CAMPAIGN_LIVE_SCAN_SECONDS.
+# died is resumed by the shared sweep (config/jobs.py, JOB_HEARTBEAT_STALE_SECONDS); live
+# campaigns scan new events every CAMPAIGN_LIVE_SCAN_SECONDS.
 _campaign_rate = os.environ.get("CAMPAIGN_RATE_PER_SECOND", "50").strip()
 CAMPAIGN_RATE_PER_SECOND = (
     json.loads(_campaign_rate) if _campaign_rate.startswith("{") else float(_campaign_rate)
 )
-CAMPAIGN_STALE_SECONDS = int(os.environ.get("CAMPAIGN_STALE_SECONDS", 60))
 CAMPAIGN_LIVE_SCAN_SECONDS = float(os.environ.get("CAMPAIGN_LIVE_SCAN_SECONDS", 5))
 CELERY_BEAT_SCHEDULE = {
     **CELERY_BEAT_SCHEDULE,
@@ -291,9 +290,17 @@ CELERY_BEAT_SCHEDULE = {
         "task": "campaigns.tasks.live_campaigns_scan_task",
         "schedule": CAMPAIGN_LIVE_SCAN_SECONDS,
     },
-    "campaigns-resume-stale-runs": {
-        "task": "campaigns.tasks.campaign_runs_resume_task",
-        "schedule": 30.0,
+}
+
+# The system segments ("All Users", "Test Users") are recounted this often, so the
+# segment list shows their size (as of the last count) without counting on a page view.
+SEGMENT_SYSTEM_RECOUNT_SECONDS = float(os.environ.get("SEGMENT_SYSTEM_RECOUNT_SECONDS", 600))
+CELERY_BEAT_SCHEDULE = {
+    **CELERY_BEAT_SCHEDULE,
+    "segments-system-recount": {
+        "task": "segments.tasks.segment_system_recount_task",
+        "schedule": SEGMENT_SYSTEM_RECOUNT_SECONDS,
+        "options": {"expires": SEGMENT_SYSTEM_RECOUNT_SECONDS},
     },
 }
 
@@ -315,3 +322,13 @@ TWILIO_WHATSAPP_FROM = os.environ.get("TWILIO_WHATSAPP_FROM", "")
 FCM_BASE_URL = os.environ.get("FCM_BASE_URL", "https://fcm.googleapis.com")
 FCM_PROJECT_ID = os.environ.get("FCM_PROJECT_ID", "")
 FCM_ACCESS_TOKEN = os.environ.get("FCM_ACCESS_TOKEN", "")
+# Web push (pywebpush): the VAPID subject ("mailto:" or "https:" contact for push services)
+# and how long a push service keeps a message for a browser that is offline.
+WEBPUSH_SUBJECT = os.environ.get("WEBPUSH_SUBJECT", f"mailto:{DEFAULT_FROM_EMAIL}")
+WEBPUSH_TTL_SECONDS = int(os.environ.get("WEBPUSH_TTL_SECONDS", 24 * 60 * 60))
+# The address providers reach this server at (e.g. https://profiles.example.com) for their
+# delivery reports (Twilio's status callback); empty: no reports are asked for.
+CAMPAIGN_CALLBACK_BASE_URL = os.environ.get("CAMPAIGN_CALLBACK_BASE_URL", "").rstrip("/")
+# SMTP connections one batch of campaign emails is sent over at once (each reused for its
+# share of the batch); the mail server's own limit on connections per client caps it.
+CAMPAIGN_SMTP_CONNECTIONS = int(os.environ.get("CAMPAIGN_SMTP_CONNECTIONS", 4))

@@ -17,6 +17,7 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("people/", include("profiles.urls")),
+    path("settings/messaging/", include("campaigns.settings_urls")),
     path("settings/", include("api.settings_urls")),
     path("segments/", include("segments.urls")),
     path("imports/", include("imports.urls")),

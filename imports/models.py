@@ -13,6 +13,8 @@ class ImportStatus(models.TextChoices):
     RUNNING = "running", "Running"
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
+    # Stopped by a person at a chunk boundary: what committed stays; never resumed.
+    CANCELLED = "cancelled", "Cancelled"
 
 
 class ImportOrigin(models.TextChoices):
@@ -35,7 +37,7 @@ class ImportRun(models.Model):
     file = models.FileField(upload_to="imports/%Y/%m/")
     file_size = models.PositiveBigIntegerField(default=0)
     status = models.CharField(
-        max_length=8, choices=ImportStatus.choices, default=ImportStatus.PENDING
+        max_length=16, choices=ImportStatus.choices, default=ImportStatus.PENDING
     )
     origin = models.CharField(max_length=8, choices=ImportOrigin.choices, default=ImportOrigin.WEB)
     uploaded_by = models.ForeignKey(
@@ -85,7 +87,16 @@ class ImportRun(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        return self.status in {ImportStatus.DONE, ImportStatus.FAILED}
+        return self.status in {ImportStatus.DONE, ImportStatus.FAILED, ImportStatus.CANCELLED}
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in {ImportStatus.QUEUED, ImportStatus.RUNNING}
+
+    @property
+    def can_cancel(self) -> bool:
+        # An SFTP file's run belongs to its poll, which moves the file by the result.
+        return self.is_active and self.origin != ImportOrigin.SFTP
 
     @property
     def percent_done(self) -> int:
@@ -236,6 +247,11 @@ class SftpRun(models.Model):
     error = models.TextField(blank=True, default="")
     # A transient error (refused, timeout) is retried by the task with backoff.
     error_transient = models.BooleanField(default=False)
+    # Set while the task's retry `retry_number` (of `retries_max`) is scheduled after
+    # this failed attempt; cleared when that retry starts (imports.sftp.tasks).
+    retry_number = models.PositiveSmallIntegerField(default=0)
+    retries_max = models.PositiveSmallIntegerField(default=0)
+    retry_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-started_at", "-id"]
@@ -250,6 +266,17 @@ class SftpRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source} @ {self.started_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def is_retrying(self) -> bool:
+        return self.status == SftpRunStatus.FAILED and self.retry_at is not None
+
+    @property
+    def status_label(self) -> str:
+        """ "Failed" only once nothing will try again; before that, which retry is next."""
+        if self.is_retrying:
+            return f"Retrying ({self.retry_number} of {self.retries_max})"
+        return self.get_status_display()
 
 
 class SftpFileStatus(models.TextChoices):
@@ -308,3 +335,12 @@ class SftpFile(models.Model):
     @property
     def name(self) -> str:
         return self.path.rsplit("/", 1)[-1]
+
+    @property
+    def result_label(self) -> str:
+        """The ledger status, saying so when the file's import rejected rows."""
+        run = self.import_run
+        if self.status == SftpFileStatus.IMPORTED and run is not None and run.rows_rejected:
+            rows = "row" if run.rows_rejected == 1 else "rows"
+            return f"Imported with {run.rows_rejected:,} rejected {rows}"
+        return self.get_status_display()

@@ -50,6 +50,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from config.jobs import JobInterrupted, handed_back_heartbeat, job_stop_check, job_stop_requested
 from imports.models import ImportKind, ImportOrigin, ImportRejectedRow, ImportRun, ImportStatus
 from imports.sources import csv as csv_source
 from imports.sources.csv import CellError, ColumnSpec, CsvFileError
@@ -482,6 +483,35 @@ class _ClaimLost(Exception):
     """Another worker took the run over (ours was presumed dead): stop quietly."""
 
 
+class _Cancelled(Exception):
+    """A person cancelled the run: stop before the next chunk writes anything."""
+
+
+def import_run_cancel(*, import_run: ImportRun, user: Any) -> bool:
+    """Cancel a queued or running run (not an SFTP file's: its poll owns it).
+
+    Conditional update: True when this call cancelled it. The running worker
+    stops at its next chunk boundary (each chunk re-checks the run, locked,
+    before it writes), so the chunks already committed stay, with counters that
+    match them; the chunk being written when this lands commits first (the
+    update waits for its row lock). Status CANCELLED is never claimed again nor
+    resumed by the recovery sweep (config.jobs takes RUNNING runs only).
+    """
+    who = getattr(user, "get_username", lambda: "")() or "someone"
+    return bool(
+        ImportRun.objects.filter(
+            pk=import_run.pk, status__in=[ImportStatus.QUEUED, ImportStatus.RUNNING]
+        )
+        .exclude(origin=ImportOrigin.SFTP)
+        .update(
+            status=ImportStatus.CANCELLED,
+            claim=None,
+            finished_at=timezone.now(),
+            error=f"Cancelled by {who}.",
+        )
+    )
+
+
 def _claim(import_run_id: int, claim: uuid.UUID) -> bool:
     now = timezone.now()
     claimable = Q(status__in=[ImportStatus.PENDING, ImportStatus.QUEUED]) | Q(
@@ -601,13 +631,15 @@ def _chunk_commit(
     def before_write() -> set[tuple[str, str]]:
         if previous is not None:
             previous.wait(abort)
-        mine = (
+        status = (
             ImportRun.objects.select_for_update()
-            .filter(pk=run.pk, claim=claim, status=ImportStatus.RUNNING)
-            .exists()
+            .filter(pk=run.pk, claim=claim)
+            .values_list("status", flat=True)
+            .first()
         )
-        if not mine:
-            raise _ClaimLost
+        if status != ImportStatus.RUNNING:
+            cancelled = ImportRun.objects.filter(pk=run.pk, status=ImportStatus.CANCELLED)
+            raise _Cancelled if cancelled.exists() else _ClaimLost
         return previous.identifiers_written if previous is not None else set()
 
     try:
@@ -673,13 +705,18 @@ def _import_chunks(run: ImportRun, claim: uuid.UUID) -> None:
             # Inside a caller's transaction (a test's) other connections cannot see
             # the run: one chunk after the other, on this connection.
             for chunk in chunks:
+                job_stop_check()
                 _chunk_commit(run, claim, reader, actor, chunk, None, _Turn(), abort)
             return
         in_flight: deque[Future] = deque()
         previous: _Turn | None = None
+        stopping = False
         with ThreadPoolExecutor(PIPELINE_DEPTH, thread_name_prefix=f"import-{run.pk}") as pool:
             try:
                 for chunk in chunks:
+                    # The worker is stopping: the chunks in flight commit, no new one starts.
+                    if stopping := job_stop_requested():
+                        break
                     if len(in_flight) == PIPELINE_DEPTH:
                         in_flight.popleft().result()  # the oldest chunk's error, if any
                     turn = _Turn()
@@ -694,6 +731,9 @@ def _import_chunks(run: ImportRun, claim: uuid.UUID) -> None:
                 raise
             finally:
                 _pool_connections_close(pool, PIPELINE_DEPTH)
+        if stopping:
+            rows.close()  # the CSV reader lets go of the file before it closes
+            raise JobInterrupted
 
 
 def import_run_execute(*, import_run_id: int) -> ImportRun:
@@ -717,6 +757,14 @@ def import_run_execute(*, import_run_id: int) -> ImportRun:
         _finish(run, claim, ImportStatus.FAILED, str(error))
     except _ClaimLost:
         logger.warning("import run %s was taken over by another worker", run.pk)
+    except JobInterrupted:
+        # Stopped at a chunk boundary: hand the run back, claimable at once.
+        ImportRun.objects.filter(pk=run.pk, claim=claim).update(
+            claim=None, heartbeat_at=handed_back_heartbeat(stale_after())
+        )
+        raise
+    except _Cancelled:
+        logger.info("import run %s cancelled; stopped at a chunk boundary", run.pk)
     except (OperationalError, InterfaceError, BulkConflict, SoftTimeLimitExceeded):
         _release(run, claim)
         raise

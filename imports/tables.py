@@ -6,6 +6,7 @@ from imports.models import ImportRun, ImportStatus
 STATUS_BADGES = {
     ImportStatus.DONE: "identified",
     ImportStatus.FAILED: "test",
+    ImportStatus.CANCELLED: "anonymous",
 }
 
 

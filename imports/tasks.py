@@ -9,7 +9,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerError
 
-from config.jobs import register_recoverable_job
+from config.jobs import JobInterrupted, job_continue_later, register_recoverable_job
 from imports.models import ImportOrigin, ImportRun, ImportStatus
 from imports.services import import_run_execute, import_run_fail, stale_after
 from imports.sftp.tasks import *  # noqa: F403 — autodiscovery loads tasks.py only
@@ -35,15 +35,19 @@ def import_run_task(self, import_run_id: int) -> str:
 
     Idempotent: the run is claimed with a conditional update, so a duplicate
     delivery does nothing and a redelivery after a worker died resumes after
-    the last committed chunk. Transient database/broker errors are retried
-    with exponential backoff; a run still held by a live worker is looked at
-    again once its heartbeat could have gone stale. Hitting the soft time
-    limit hands the run back and continues it in a fresh task.
+    the last committed chunk. A stopping worker stops it at a chunk boundary
+    and queues it again, for the next start. Transient database/broker errors
+    are retried with exponential backoff; a run still held by a live worker is
+    looked at again once its heartbeat could have gone stale. Hitting the soft
+    time limit hands the run back and continues it in a fresh task.
     """
     try:
         run = import_run_execute(import_run_id=import_run_id)
     except SoftTimeLimitExceeded:
         raise self.retry(countdown=0, max_retries=None) from None
+    except JobInterrupted:  # the worker is stopping; the chunks in flight committed
+        job_continue_later(import_run_task, import_run_id)
+        return "interrupted: continues on the next start"
     except TRANSIENT_ERRORS as error:
         if self.request.retries >= MAX_RETRIES:
             import_run_fail(import_run_id=import_run_id, error=f"Gave up after retries: {error}")

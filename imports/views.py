@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 
 from django.conf import settings
+from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 from django_tables2 import LazyPaginator, RequestConfig
 
@@ -22,7 +23,12 @@ from imports.selectors import (
     import_run_rejected_rows,
     import_run_totals,
 )
-from imports.services import import_run_create, import_run_set_mapping, import_run_start
+from imports.services import (
+    import_run_cancel,
+    import_run_create,
+    import_run_set_mapping,
+    import_run_start,
+)
 from imports.tables import ImportRunTable
 
 PER_PAGE = 25
@@ -100,10 +106,27 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
     }  # fmt: skip
     if request.htmx:
         html = render_to_string("imports/detail.html#progress", context, request=request)
-        if run.status not in {ImportStatus.QUEUED, ImportStatus.RUNNING}:
+        if not run.is_active:
             return HttpResponseStopPolling(html)
         return HttpResponse(html)
     return render(request, "imports/detail.html", context)
+
+
+@require_POST
+@permission_required("imports.add_importrun")
+def cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    """Stop a queued or running import at its next chunk boundary; what committed stays."""
+    run = get_object_or_404(ImportRun, pk=pk)
+    if import_run_cancel(import_run=run, user=request.user):
+        messages.success(request, f"Cancelled “{run.file_name}”: the rows imported so far stay.")
+    else:
+        run.refresh_from_db()
+        messages.error(
+            request,
+            f"“{run.file_name}” is {run.get_status_display().lower()}: "
+            "only a queued or running import of an uploaded file can be cancelled.",
+        )
+    return redirect(run)
 
 
 @require_GET

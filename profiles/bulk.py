@@ -54,10 +54,12 @@ from profiles.properties import (
     IDENTITY_MISSING_MESSAGE,
     MAX_CUSTOM_PROFILE_KEYS,
     ErrorCode,
+    IdentifierHeldByAnother,
     RecordError,
     normalize_device_id,
     normalize_identifier,
 )
+from profiles.rules.history import history_rows
 from profiles.rules.mapping import mapped_profile_data
 from profiles.services import (
     LOGIN_HOLDER,
@@ -399,11 +401,7 @@ class _Planner:
         for kind, value in update.add_identifiers.items():
             holder = self.owner.get((kind, value))
             if holder is not None and holder != state.token:
-                raise RecordError(
-                    ErrorCode.MISC,
-                    f"{kind.capitalize()} '{value}' belongs to another profile; "
-                    "profiles are never merged.",
-                )
+                raise IdentifierHeldByAnother(kind, value)
 
         def apply() -> None:
             state.fields.update(update.fields)
@@ -434,9 +432,8 @@ class _Planner:
 
     def culprit(self, state: _State, profile_data: dict[str, Any], error: RecordError) -> str:
         """The key a refused record was refused for (checked one key at a time)."""
-        if "belongs to another profile" in error.message:
-            kind = error.message.split(" ", 1)[0].lower()
-            return _key_for_kind(profile_data, kind)
+        if isinstance(error, IdentifierHeldByAnother):
+            return _key_for_kind(profile_data, error.kind)
         for key, value in profile_data.items():
             try:
                 self.plan(state, {key: value})
@@ -546,17 +543,9 @@ def _property_types_write(cursor, planner: _Planner) -> None:
         raise BulkConflict
 
 
-CREATED_CHANGE = "Profile created"
-
-
 def _audit(state: _State) -> list[tuple[str, Any, Any]]:
-    """The PropertyChange rows of a profile. A profile the batch creates gets one row
-    holding its initial properties (not one per property: a bulk import creates many,
-    and each audit row costs a foreign-key check); updates get one row per change."""
-    if not state.is_new:
-        return state.changes
-    initial = {key: new for key, _, new in state.changes}
-    return [(CREATED_CHANGE, None, {k: v for k, v in initial.items() if v is not None})]
+    """The PropertyChange rows of a profile (profiles.rules.history)."""
+    return history_rows(state.changes, created=state.is_new)
 
 
 @dataclass(frozen=True)

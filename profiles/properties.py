@@ -76,6 +76,19 @@ class RecordError(Exception):
         return f"RecordError({self.code}, {self.message!r})"
 
 
+class IdentifierHeldByAnother(RecordError):
+    """The never-merge refusal: the record gives a profile an identifier another
+    profile holds. Carries the identifier's kind, so a caller can name the key."""
+
+    def __init__(self, kind: str, value: str) -> None:
+        super().__init__(
+            ErrorCode.MISC,
+            f"{kind.capitalize()} '{value}' belongs to another profile; profiles are never merged.",
+        )
+        self.kind = kind
+        self.value = value
+
+
 def profile_error(code: int, detail: str) -> RecordError:
     return RecordError(code, f"Profile data is incorrect. {detail}")
 

@@ -30,6 +30,8 @@ ADMINS = [
     "profiles.delete_apicredential",
     "campaigns.delete_campaign",
     "campaigns.send_campaign",
+    "campaigns.view_messagingsettings",
+    "campaigns.change_messagingsettings",
 ]
 IMPORTERS = [
     "imports.view_importrun",

@@ -66,6 +66,7 @@ from profiles.properties import (
     MAX_EVENT_PROPERTIES,
     RESERVED_EVENT_NAMES,
     ErrorCode,
+    IdentifierHeldByAnother,
     RecordError,
     coerce_scalar,
     format_date,
@@ -73,6 +74,7 @@ from profiles.properties import (
     normalize_identifier,
     validate_key,
 )
+from profiles.rules.history import history_rows
 from profiles.rules.mapping import mapped_profile_data
 from profiles.rules.single_valued import SINGLE_VALUED_KINDS
 
@@ -150,6 +152,9 @@ class _Lookups:
     profile_types_total: int | None = None  # profile property definitions that exist
     event_names: set[str] = field(default_factory=set)
     mappings: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    # Profiles the record being stored created: their history is one "Profile
+    # created" row (profiles.rules.history). Per record, never shared by a batch.
+    created_profiles: set[int] = field(default_factory=set)
 
     def clear(self) -> None:
         self.profile_types.clear()
@@ -195,6 +200,7 @@ def _run_record(step: Callable[[_Lookups], T]) -> T:
     MAX_IDENTITY_ATTEMPTS times."""
     lookups = _lookups()
     for attempt in range(1, MAX_IDENTITY_ATTEMPTS + 1):
+        lookups.created_profiles.clear()
         try:
             with transaction.atomic():
                 return step(lookups)
@@ -312,11 +318,7 @@ def _identifiers_attach(
                 continue
             if racing or owner is None:
                 raise _IdentityRace
-            raise RecordError(
-                ErrorCode.MISC,
-                f"{kind.capitalize()} '{value}' belongs to another profile; "
-                "profiles are never merged.",
-            )
+            raise IdentifierHeldByAnother(kind, value)
     if inserted:
         profile.identified = True  # the trigger set the column
 
@@ -368,8 +370,14 @@ DEVICE_PROFILE_SQL = (
 )
 
 
+def _profile_create(lookups: _Lookups) -> Profile:
+    profile = Profile.objects.create()
+    lookups.created_profiles.add(profile.pk)
+    return profile
+
+
 def _device_resolve(
-    object_id: str, at: dt.datetime, *, create_profile: bool = True
+    object_id: str, at: dt.datetime, lookups: _Lookups, *, create_profile: bool = True
 ) -> tuple[Device, Profile | None, bool]:
     """The device row (locked) and the profile it maps to (read, not locked).
 
@@ -388,7 +396,7 @@ def _device_resolve(
             device.profile = _instance(Profile, row[width:])
     if device is not None and (device.profile_id is not None or not create_profile):
         return device, device.profile if device.profile_id else None, False
-    profile = Profile.objects.create() if create_profile else None
+    profile = _profile_create(lookups) if create_profile else None
     if device is not None:
         Device.objects.filter(pk=device.pk).update(profile=profile)
         device.profile = profile
@@ -530,13 +538,14 @@ def _profile_update_apply(
         for name, value in values.items():
             setattr(profile, name, value)
         Profile.objects.filter(pk=profile.pk).update(**values, updated_at=timezone.now())
-    if update.changes:
+    history = history_rows(update.changes, created=profile.pk in lookups.created_profiles)
+    if history:
         PropertyChange.objects.bulk_create(
             PropertyChange(
                 profile=profile, property=key, old_value=old, new_value=new,
                 source=actor.source, actor=actor.user, actor_label=actor.label, changed_at=at,
             )
-            for key, old, new in update.changes
+            for key, old, new in history
         )  # fmt: skip
 
 
@@ -631,7 +640,7 @@ def _login_once(
     current: Profile | None = None
     if device_id is not None:
         # A login as a device's first call maps it straight to the person.
-        device, current, _ = _device_resolve(device_id, at, create_profile=False)
+        device, current, _ = _device_resolve(device_id, at, lookups, create_profile=False)
     holders = dict(
         ((kind, value), owner)
         for kind, value, owner in Identifier.objects.filter(
@@ -669,7 +678,7 @@ def _login_once(
     if decision.target == LOGIN_CURRENT:
         target = current
     elif decision.target == LOGIN_NEW:
-        target = Profile.objects.create()
+        target = _profile_create(lookups)
     else:
         target = locked[holder_id]
         if decision.link_current:
@@ -746,7 +755,7 @@ def _profile_for_call(
     if device_id is not None and identifiers:
         return _login_once(device_id, identifiers, None, actor, at, lookups)
     if device_id is not None:
-        device, profile, created = _device_resolve(device_id, at)
+        device, profile, created = _device_resolve(device_id, at, lookups)
         if lock and not created:
             profile = _profile_locked(profile.pk)
         return profile, device
@@ -766,7 +775,7 @@ def _profile_for_call(
         # Identifiers the call names but the person does not hold yet join them.
         _identifiers_attach(holder, identifiers, racing=True, held=holders)
         return holder, None
-    profile = Profile.objects.create()  # an unknown identity creates a new profile
+    profile = _profile_create(lookups)  # an unknown identity creates a new profile
     _identifiers_attach(profile, identifiers, racing=True)
     return profile, None
 

@@ -32,6 +32,7 @@ from profiles.filters import PeopleFilter
 from profiles.forms import DeleteProfileForm, MarkTestForm
 from profiles.models import Event, Profile, PropertyChange
 from profiles.properties import DEFAULT_PROPERTIES
+from profiles.rules.history import PROFILE_CREATED
 from profiles.selectors import (
     TimelineCursor,
     age_on,
@@ -215,12 +216,20 @@ class ChangeRow:
     who: str
 
 
+def _change_value(change: PropertyChange) -> str:
+    if change.property == PROFILE_CREATED and isinstance(change.new_value, dict):
+        return " · ".join(
+            f"{key}: {display_value(value)}" for key, value in change.new_value.items()
+        )
+    return display_value(change.new_value)
+
+
 def _change_rows(changes: list[PropertyChange]) -> list[ChangeRow]:
     return [
         ChangeRow(
             change=change,
             old=display_value(change.old_value),
-            new=display_value(change.new_value),
+            new=_change_value(change),
             who=change.actor.get_username() if change.actor else change.actor_label,
         )
         for change in changes

@@ -402,6 +402,10 @@ def _number(value: Any, path: str) -> float:
 
 
 def _integer(value: Any, path: str, *, minimum: int = 0, maximum: int | None = None) -> int:
+    if value is None or value == "":
+        # A box the person cleared: say what it wants, not what JSON type it got.
+        upper = f" up to {maximum}" if maximum is not None else ""
+        raise SegmentDefinitionError(path, f"enter a whole number, {minimum} or more{upper}.")
     if isinstance(value, bool) or not isinstance(value, int):
         raise SegmentDefinitionError(path, f"expected a whole number, got {_kind(value)}.")
     if value < minimum or (maximum is not None and value > maximum):
@@ -692,6 +696,28 @@ def _reachable(channel: str) -> Q:
     return Q(Exists(devices)) & ~Q(**{PUSH_FLAG: False})
 
 
+def definition_event_names(definition: Any) -> list[str]:
+    """The event names a definition's event conditions name, in order, once each.
+
+    Walks the same shapes `_node` accepts and ignores anything else (the compiler
+    reports malformed nodes); iterative, as the depth is only checked there."""
+    names: dict[str, None] = {}
+    stack = [definition]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        for key in ("all", "any"):
+            if isinstance(node.get(key), list):
+                stack.extend(reversed(node[key]))
+        if "not" in node:
+            stack.append(node["not"])
+        name = node.get("event")
+        if isinstance(name, str) and name.strip():
+            names[name] = None
+    return list(names)
+
+
 # --- event conditions ------------------------------------------------------------------------
 
 
@@ -732,7 +758,18 @@ def _event_condition(node: dict[str, Any], path: str, context: _Context) -> Q:
             raise SegmentDefinitionError(cpath, 'expected {"op": ">=", "value": N}.')
         _only_keys(count, {"op", "value"}, cpath)
         count_op = _op(count, cpath, COUNT_OPS, "an event count")
+        if count.get("value") in (None, ""):
+            raise SegmentDefinitionError(
+                f"{cpath}.value", "enter how many times: a whole number, 1 or more."
+            )
         number = _integer(count.get("value"), f"{cpath}.value", minimum=0)
+        if count_op == ">=" and number == 0:
+            # Refused, not normalised: "at least 0 times" would match everybody,
+            # people who never did the event included, which is never what is meant.
+            raise SegmentDefinitionError(
+                f"{cpath}.value",
+                'at least 0 times matches everybody: use at least 1, or "did not".',
+            )
         if (count_op in ("=", "<=") and number == 0) or (count_op == "<" and number <= 1):
             raise SegmentDefinitionError(
                 cpath, 'a count of 0 means the event was not done: use "op": "did_not".'

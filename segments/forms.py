@@ -34,8 +34,9 @@ class SegmentForm(forms.Form):
 
 
 class ExportForm(forms.Form):
-    properties = forms.MultipleChoiceField(required=False, widget=forms.SelectMultiple(
-        attrs={"size": 8}))  # fmt: skip
+    # Checkboxes: a multiple <select> needs Ctrl-click, which few people know.
+    properties = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple(
+        attrs={"class": "export-property"}))  # fmt: skip
 
     def __init__(self, *args, available: list[str], **kwargs):
         super().__init__(*args, **kwargs)

@@ -15,6 +15,7 @@ from django.db import IntegrityError, InterfaceError, OperationalError, transact
 from django.utils import timezone
 
 from config.csvsafe import formula_safe
+from config.jobs import JobInterrupted, handed_back_heartbeat, job_stop_check
 from profiles.models import Profile
 from segments.compiler import DEFAULT_COLUMNS, DEFAULT_PROPERTY_LABELS, compile_definition
 from segments.models import SYSTEM_DEFINITIONS, ExportStatus, Segment, SegmentExport
@@ -130,6 +131,13 @@ def segment_recount(*, segment: Segment) -> Segment:
     return segment
 
 
+def segment_system_recount() -> list[Segment]:
+    """Count every system segment now. They are made by migrate, never saved by a
+    person, so nothing else counts them; beat runs this (segments.tasks)."""
+    return [segment_recount(segment=segment) for segment in Segment.objects.exclude(
+        system_key=None).order_by("pk")]  # fmt: skip
+
+
 # --- CSV export ------------------------------------------------------------------------
 
 
@@ -184,8 +192,9 @@ def segment_export_run(*, export_id: int) -> SegmentExport | None:
     Claims the export with a conditional update (pending, or running again
     after a lost worker) so it is safe to run twice; the file is written whole
     each time. Members are read in keyset batches over the primary key, and
-    the progress row is updated after each batch. Returns None when there was
-    nothing to claim.
+    the progress row is updated after each batch. A stopping worker stops it
+    at a batch boundary (raising JobInterrupted) and hands it back, still
+    running with a stale heartbeat. Returns None when there was nothing to claim.
     """
     claimed = SegmentExport.objects.filter(
         pk=export_id, status__in=[ExportStatus.PENDING, ExportStatus.RUNNING]
@@ -203,6 +212,7 @@ def segment_export_run(*, export_id: int) -> SegmentExport | None:
             writer.writerow(["ct_id", "identities", *[csv_safe(p) for p in export.properties]])
             done, last_pk = 0, 0
             while True:
+                job_stop_check()  # a stopping worker: the file is written again on restart
                 batch = list(
                     members.filter(pk__gt=last_pk)
                     .order_by("pk")
@@ -237,6 +247,11 @@ def segment_export_run(*, export_id: int) -> SegmentExport | None:
         )  # fmt: skip
     except (OperationalError, InterfaceError):
         raise  # transient: the task retries and claims the running export again
+    except JobInterrupted:
+        SegmentExport.objects.filter(pk=export.pk, status=ExportStatus.RUNNING).update(
+            heartbeat_at=handed_back_heartbeat()
+        )
+        raise
     except Exception as error:
         logger.exception("segment export %s failed", export_id)
         SegmentExport.objects.filter(pk=export.pk).update(

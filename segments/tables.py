@@ -1,4 +1,5 @@
 import django_tables2 as tables
+from django.utils import timezone
 from django.utils.html import format_html
 
 from segments.models import Segment
@@ -6,7 +7,7 @@ from segments.models import Segment
 
 class SegmentTable(tables.Table):
     name = tables.Column(linkify=("segments:detail", {"pk": tables.A("pk")}))
-    last_count = tables.Column(verbose_name="Size at last count", default="—")
+    last_count = tables.Column(verbose_name="Size at last count", default="not counted yet")
     updated_by = tables.Column(
         verbose_name="Updated by", accessor="updated_by__username", default="—"
     )
@@ -25,4 +26,11 @@ class SegmentTable(tables.Table):
         return value
 
     def render_last_count(self, value, record):
-        return f"{value:,}" if value is not None else "—"
+        if value is None:
+            return "not counted yet"
+        as_of = timezone.localtime(record.counted_at) if record.counted_at else None
+        if as_of is None:
+            return f"{value:,}"
+        return format_html(
+            '{} <span class="muted">as of {}</span>', f"{value:,}", as_of.strftime("%Y-%m-%d %H:%M")
+        )

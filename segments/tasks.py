@@ -1,7 +1,7 @@
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from config.jobs import register_recoverable_job
+from config.jobs import JobInterrupted, job_continue_later, register_recoverable_job
 from segments import services
 from segments.models import ExportStatus, SegmentExport
 
@@ -16,7 +16,23 @@ from segments.models import ExportStatus, SegmentExport
 )
 def segment_export_task(export_id: int) -> None:
     """Write one segment export's CSV (idempotent: a re-run rewrites the file)."""
-    services.segment_export_run(export_id=export_id)
+    try:
+        services.segment_export_run(export_id=export_id)
+    except JobInterrupted:  # the worker is stopping: written again on the next start
+        job_continue_later(segment_export_task, export_id)
+
+
+@shared_task(
+    acks_late=True,
+    soft_time_limit=5 * 60,
+    time_limit=5 * 60 + 30,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    max_retries=3,
+)
+def segment_system_recount_task() -> None:
+    """Count the system segments (beat, every SEGMENT_SYSTEM_RECOUNT_SECONDS)."""
+    services.segment_system_recount()
 
 
 def _stale_export_ids(cutoff):

@@ -1,7 +1,7 @@
 import json
 
 from django.contrib import messages
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -92,6 +92,7 @@ def evaluate(request: HttpRequest, preview: bool) -> HttpResponse:
         definition = form.cleaned_data["definition"]
         try:
             context["count"] = selectors.segment_count(definition)
+            context["unknown_events"] = selectors.segment_unknown_events(definition)
             if preview:
                 context["people"] = selectors.segment_preview(definition)
                 context["previewed"] = True
@@ -99,6 +100,9 @@ def evaluate(request: HttpRequest, preview: bool) -> HttpResponse:
             context["definition_error"] = problem
     else:
         context["definition_error"] = " ".join(form.errors.get("definition", []))
+    if isinstance(context.get("definition_error"), SegmentDefinitionError):
+        # The builder shows the message beside the box at this path.
+        context["definition_error_path"] = context["definition_error"].path
     if request.htmx:
         partial = "preview" if preview else "result"
         return render(request, f"segments/builder.html#{partial}", context)
@@ -110,6 +114,27 @@ def evaluate(request: HttpRequest, preview: bool) -> HttpResponse:
         "segments/builder.html",
         _builder_context(request, form=form, segment=segment, **context),
     )
+
+
+@require_GET
+@permission_required("segments.view_segment")
+def property_values(request: HttpRequest) -> JsonResponse:
+    """The most common values of a text property, for the builder's suggestions."""
+    name = request.GET.get("property", "")[:512]
+    return JsonResponse({"values": selectors.property_value_suggestions(name=name) if name else []})
+
+
+@require_GET
+@permission_required("segments.view_segment")
+def reach(request: HttpRequest, pk: int) -> HttpResponse:
+    """The saved segment's members reachable on each channel (loaded by the segment page)."""
+    segment = get_object_or_404(Segment, pk=pk)
+    context: dict = {"segment": segment}
+    try:
+        context["reach"] = selectors.segment_reach(segment.definition)
+    except SegmentDefinitionError as problem:
+        context["reach_error"] = problem
+    return render(request, "segments/reach.html", context)
 
 
 @require_POST

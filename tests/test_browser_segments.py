@@ -115,3 +115,108 @@ def test_invalid_definition_shows_a_clear_message(page, marketer, shoppers):
     error.wait_for()
     assert "$.all[0].value: the first value must not be greater than the second" in (
         error.inner_text())  # fmt: skip
+
+
+def test_half_typed_event_is_flagged_and_a_suggestion_fixes_it(page, marketer, shoppers):
+    browser_login(page, "marketer")
+    page.goto("/segments/new/")
+    page.get_by_role("button", name="+ Event").click()
+    event = page.locator(".builder-condition").nth(0)
+    event.get_by_label("Event", exact=True).fill("Charg")
+    warning = page.locator(".unknown-event")
+    warning.wait_for()
+    assert "No event named “Charg” yet" in warning.inner_text()
+    beside = event.locator(".field-problem.warning")
+    assert "No event named “Charg” yet" in beside.inner_text()
+    page.get_by_role("button", name="Charged", exact=True).click()
+    page.locator("#segment-count").filter(has_text="5").wait_for()  # everybody bought once
+    assert event.get_by_label("Event", exact=True).input_value() == "Charged"
+    assert page.locator(".unknown-event").count() == 0
+
+
+def test_count_box_problems_are_shown_on_the_box(page, marketer, shoppers):
+    browser_login(page, "marketer")
+    page.goto("/segments/new/")
+    page.get_by_role("button", name="+ Event").click()
+    event = page.locator(".builder-condition").nth(0)
+    event.get_by_label("Event", exact=True).fill("Charged")
+    event.get_by_label("How many times").select_option(">=")
+    times = event.get_by_label("Times", exact=True)
+    times.fill("")
+    problem = event.locator(".field-problem.error")
+    problem.filter(has_text="Enter how many times").wait_for()
+    assert problem.inner_text() == "Enter how many times: a whole number, 1 or more."
+    assert times.get_attribute("aria-invalid") == "true"
+    assert "expected a whole number" not in page.locator("body").inner_text()
+
+    times.fill("0")  # "at least 0 times" is refused, not silently everybody
+    problem.filter(has_text="at least 0 times").wait_for()
+    assert "use at least 1" in problem.inner_text()
+
+    times.fill("2")
+    page.locator("#segment-count").filter(has_text="4").wait_for()
+    assert event.locator(".field-problem").count() == 0
+
+
+def test_property_values_are_suggested(page, marketer, db):
+    from profiles.models import PropertyDefinition
+
+    PropertyDefinition.objects.create(scope="profile", name="Plan", type="string")
+    for plan, how_many in (("Gold", 3), ("Silver", 1)):
+        for _ in range(how_many):
+            ProfileFactory(custom={"Plan": plan})
+    browser_login(page, "marketer")
+    page.goto("/segments/new/")
+    page.get_by_role("button", name="+ Property").click()
+    condition = page.locator(".builder-condition").nth(0)
+    condition.get_by_label("Property").select_option("Plan")
+    box = condition.get_by_label("value", exact=True)
+    list_id = box.get_attribute("list")
+    options = page.locator(f"datalist#{list_id} option")
+    options.first.wait_for(state="attached")
+    assert [options.nth(i).get_attribute("value") for i in range(options.count())] == [
+        "Gold", "Silver"]  # fmt: skip
+
+
+def test_event_row_stays_on_one_line_at_1366(page, marketer, shoppers):
+    page.set_viewport_size({"width": 1366, "height": 900})
+    browser_login(page, "marketer")
+    page.goto("/segments/new/")
+    page.get_by_role("button", name="+ Event").click()
+    event = page.locator(".builder-condition").nth(0)
+    event.get_by_label("How many times").select_option(">=")
+    event.get_by_label("When").select_option("days")
+    line = event.locator(".builder-body > .builder-line").first
+    tops = line.evaluate("l => [...l.children].map(c => Math.round(c.getBoundingClientRect().top))")
+    heights = line.evaluate("l => [...l.children].map(c => c.getBoundingClientRect().height)")
+    assert len(tops) >= 8
+    assert max(tops) - min(tops) < min(heights), tops  # one row: nothing wrapped below
+
+
+def test_saved_segment_page_size_reach_and_checkbox_export(page, marketer, shoppers):
+    from profiles.models import Device
+    from segments.models import SegmentExport
+    from segments.services import segment_system_recount
+
+    shoppers[0].email = "maya@example.com"
+    shoppers[0].save()
+    Device.objects.create(object_id="__push", profile=shoppers[1], push_token="t", platform="iOS")
+    segment = Segment.objects.create(name="Everyone", definition={"all": []}, last_count=5)
+    segment_system_recount()
+    browser_login(page, "marketer")
+    page.goto("/segments/")
+    all_users = page.locator("tr", has_text="All Users")
+    assert "5" in all_users.inner_text() and "as of" in all_users.inner_text()
+
+    page.goto(f"/segments/{segment.pk}/")
+    reach = page.locator("table.reach-breakdown")
+    reach.wait_for()
+    assert reach.locator("tr[data-channel=email] td").nth(1).inner_text() == "1"
+    assert reach.locator("tr[data-channel=push] td").nth(1).inner_text() == "1"
+    assert reach.locator("tr[data-channel=sms] td").nth(1).inner_text() == "0"
+
+    page.get_by_role("checkbox", name="Email", exact=True).check()  # plain clicks, no Ctrl
+    page.get_by_role("checkbox", name="Name", exact=True).check()
+    page.get_by_role("button", name="Export saved segment").click()
+    page.wait_for_url("**/segments/exports/*/")
+    assert SegmentExport.objects.get().properties == ["Name", "Email"]

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from config.celery import app
-from config.jobs import jobs_recover
+from config.jobs import jobs_recover, stale_after
 from conftest import test_database_url
 from imports.models import ImportRun
 from imports.services import import_run_create, import_run_start
@@ -69,6 +70,11 @@ class WorkerProcess:
         """SIGKILL the worker and its pool children: no warm shutdown, no ack."""
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
+
+    def terminate(self) -> int:
+        """SIGTERM to the main process only, as the launcher stops it: a warm shutdown."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(60)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -294,6 +300,98 @@ def test_an_sftp_poll_cut_off_by_a_killed_worker_finishes_once(
     ledger = SftpFile.objects.get(source=source)
     assert ledger.status == "imported", ledger.error
     imported = ImportRun.objects.get()  # one import of the file, resumed, not a second one
+    assert (imported.status, imported.rows_done, imported.profiles_created) == ("done", rows, rows)
+    assert Profile.objects.count() == rows
+    assert sftp_server.files("incoming/processed") == ["people.csv", "people.csv.result.csv"]
+
+
+# --- a worker stopping (SIGTERM, warm shutdown) in the middle of a job ---------------
+
+
+def test_a_segment_export_stopped_by_a_stopping_worker_is_written_on_the_next_start(
+    worker_processes, settings, tmp_path
+):
+    use_temporary_media(settings, tmp_path)
+    people = 1500
+    result = ingest_records(
+        [{"type": "profile", "identity": f"t{n}", "profileData": {"Name": f"Person {n}"}}
+         for n in range(people)],
+        actor=TEST_ACTOR,
+    )  # fmt: skip
+    assert not result.refusals
+    segment = Segment.objects.create(name="Everyone", definition={"all": []})
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_user("exporter", password="x")
+    export = segment_export_start(segment=segment, properties=["Name"], user=user)
+
+    first = worker_processes(SEGMENT_EXPORT_BATCH="1")
+    _wait(
+        lambda: SegmentExport.objects.get(pk=export.pk).rows_done >= 60,
+        seconds=120,
+        what="the first batches",
+    )
+    assert first.terminate() == 0
+    stopped = SegmentExport.objects.get(pk=export.pk)
+    # Stopped between batches, not run to the end: handed back for the next start.
+    assert stopped.status == "running" and stopped.rows_done < people
+    assert not stopped.file
+    assert stopped.heartbeat_at < timezone.now() - stale_after()
+
+    worker_processes(SEGMENT_EXPORT_BATCH="500")  # no sweep: the task was queued again
+    _wait(
+        lambda: SegmentExport.objects.get(pk=export.pk).status in {"done", "failed"},
+        seconds=120,
+        what="the export after the restart",
+    )
+    export = SegmentExport.objects.get(pk=export.pk)
+    assert export.status == "done", export.error
+    with export.file.open("rb") as handle:
+        lines = handle.read().decode().splitlines()
+    assert len(lines) == people + 1 and len(set(lines[1:])) == people
+
+
+def test_an_sftp_poll_stopped_by_a_stopping_worker_finishes_on_the_next_start(
+    worker_processes,
+    sftp_server,  # noqa: F811 — the fixture imported above
+    make_sftp_source,  # noqa: F811
+    settings,
+    tmp_path,
+):
+    from imports.models import SftpFile, SftpRun
+    from imports.sftp.tasks import sftp_poll_source_task
+
+    use_temporary_media(settings, tmp_path)
+    rows = 6000
+    sftp_server.put(
+        "incoming/people.csv",
+        "identity,Name\n" + "".join(f"g{n},Person {n}\n" for n in range(rows)),
+    )
+    source = make_sftp_source(sftp_server)
+    sftp_poll_source_task.delay(source.pk, "manual")
+    first = worker_processes(IMPORT_CHUNK_ROWS="40", SFTP_SETTLE_SECONDS="0.2")
+    _wait(
+        lambda: ImportRun.objects.filter(rows_done__gte=400).exists(),
+        seconds=120,
+        what="the SFTP file's first chunks",
+    )
+    assert first.terminate() == 0
+    stopped = ImportRun.objects.get()
+    assert stopped.status == "running" and stopped.rows_done < rows  # at a chunk boundary
+    assert stopped.rows_done % 40 == 0 and stopped.claim is None
+    assert Profile.objects.count() == stopped.rows_done
+    assert SftpFile.objects.get(source=source).status == "importing"
+    assert not SftpRun.objects.filter(source=source, status="running").exists()
+
+    worker_processes(IMPORT_CHUNK_ROWS="1000", SFTP_SETTLE_SECONDS="0.2")
+    _wait(
+        lambda: SftpRun.objects.filter(source=source, status="done").exists(),
+        seconds=180,
+        what="the new poll",
+    )
+    ledger = SftpFile.objects.get(source=source)
+    assert ledger.status == "imported", ledger.error
+    imported = ImportRun.objects.get()  # the same import, resumed
     assert (imported.status, imported.rows_done, imported.profiles_created) == ("done", rows, rows)
     assert Profile.objects.count() == rows
     assert sftp_server.files("incoming/processed") == ["people.csv", "people.csv.result.csv"]

@@ -11,12 +11,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import dj_database_url
 import psycopg
 import pytest
+from django.utils import timezone
 
 from config.launcher import embedded_postgres_settings
 
@@ -274,3 +277,206 @@ def test_run_serves_with_gunicorn_survives_a_killed_worker_and_stops_gently(tmp_
     text = log.read_text(errors="replace")
     assert "starting it again" in text
     assert "Traceback" not in text, text[-3000:]
+
+
+# --- `make run` stopping in the middle of a job ---------------------------------------
+
+STOP_GRACE = 15  # the launcher's grace time in these tests (STOP_GRACE_SECONDS)
+
+
+class Launcher:
+    """`python -m config.launcher run` on the test database and broker."""
+
+    def __init__(self, tmp_path: Path, **extra_env: str) -> None:
+        from conftest import test_database_url
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        env = {
+            **os.environ,
+            "DATABASE_URL": test_database_url(),
+            "PORT": str(self.port),
+            "VAR_DIR": str(tmp_path),
+            "STOP_GRACE_SECONDS": str(STOP_GRACE),
+            **extra_env,
+        }
+        self.log = tmp_path / f"run-{time.monotonic_ns()}.log"
+        with self.log.open("wb") as output:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "config.launcher", "run"],
+                cwd=BASE_DIR, env=env, stdout=output, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.process.send_signal(sig)
+        return self.process.wait(STOP_GRACE + 30)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        for child in _children(self.process.pid):
+            with contextlib.suppress(OSError):
+                os.killpg(child, signal.SIGKILL)
+        self.process.wait(30)
+
+
+@pytest.fixture
+def launchers(tmp_path) -> Iterator[Callable[..., Launcher]]:
+    from config.celery import app
+
+    app.conf.task_always_eager = False
+    with app.connection_for_write() as broker:
+        broker.default_channel.queue_purge("celery")  # type: ignore[attr-defined]
+    started: list[Launcher] = []
+
+    def start(**extra_env: str) -> Launcher:
+        launcher = Launcher(tmp_path, **extra_env)
+        started.append(launcher)
+        return launcher
+
+    yield start
+    for launcher in started:
+        launcher.kill()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stopping_run_mid_import_commits_the_chunk_in_flight_and_resumes_on_restart(
+    launchers, tmp_path, settings
+):
+    from imports.models import ImportRun
+    from imports.services import import_run_create, import_run_start, stale_after
+    from imports.tests.csv_fixtures import ensure_role_groups, use_temporary_media
+    from profiles.ingest import ingest_records
+    from profiles.models import Event, Source
+    from profiles.services import Actor
+
+    ensure_role_groups()
+    use_temporary_media(settings, tmp_path)  # the launcher's VAR_DIR/media
+    # A profile exists, so bootstrap_demo seeds no demo people into the counts.
+    ingest_records([{"type": "profile", "identity": "p0", "profileData": {"Name": "P"}}],
+                   actor=Actor(source=Source.API, label="API: test"))  # fmt: skip
+    rows, people = 20_000, 400
+    lines = [f"p{n % people};{1_700_000_000 + n};{n}" for n in range(rows)]
+    run = import_run_create(
+        kind="events", file_name="long.csv", event_name="Stopped Mid Import", origin="web",
+        content=("identity;ts;Amount\n" + "\n".join(lines) + "\n").encode(),
+        mapping={"columns": [{"role": "identity"}, {"role": "ts"},
+                             {"role": "property", "name": "Amount", "type": "integer"}]},
+    )  # fmt: skip
+    import_run_start(import_run=run)
+    chunk = 40  # hundreds of chunks: the whole file takes far longer than the grace time
+
+    first = launchers(IMPORT_CHUNK_ROWS=str(chunk), WEB_WORKERS="1")
+    _wait_for(
+        lambda: (
+            first.process.poll() is not None
+            or ImportRun.objects.get(pk=run.pk).rows_done >= 10 * chunk
+        ),
+        240,
+        "the first chunks",
+    )
+    assert first.process.poll() is None, first.text()[-3000:]
+    assert first.stop() == 0  # SIGTERM, as `make run` stopping gets
+    assert "did not stop within" not in first.text(), first.text()[-3000:]  # not killed
+    assert "Traceback" not in first.text(), first.text()[-3000:]
+
+    stopped = ImportRun.objects.get(pk=run.pk)
+    # Stopped at a chunk boundary, long before the end, with every chunk it began committed…
+    assert stopped.status == "running" and 0 < stopped.rows_done < rows
+    assert stopped.rows_done % chunk == 0
+    assert stopped.last_committed_row == stopped.rows_done + 1  # line numbers; the header is 1
+    assert Event.objects.filter(name="Stopped Mid Import").count() == stopped.rows_done
+    # …and handed back: nobody holds it, and the next start may take it at once.
+    assert stopped.claim is None
+    assert stopped.heartbeat_at < timezone.now() - stale_after()
+
+    second = launchers(IMPORT_CHUNK_ROWS="1000", WEB_WORKERS="1")
+    _wait_for(
+        lambda: second.process.poll() is not None or ImportRun.objects.get(pk=run.pk).is_finished,
+        240,
+        "the import to finish after the restart",
+    )
+    assert second.process.poll() is None, second.text()[-3000:]
+    run = ImportRun.objects.get(pk=run.pk)
+    assert run.status == "done", run.error
+    assert (run.rows_done, run.events_stored, run.rows_rejected) == (rows, rows, 0)
+    events = Event.objects.filter(name="Stopped Mid Import")
+    assert events.count() == rows  # nothing lost, nothing doubled
+    assert sorted(events.values_list("properties__Amount", flat=True)) == list(range(rows))
+    assert second.stop(signal.SIGINT) == 0
+
+
+def _post_json(url: str, body: object, headers: dict[str, str]) -> tuple[int, dict]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json", **headers},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, {"body": error.read().decode(errors="replace")[:500]}
+    except OSError as error:
+        return 0, {"error": str(error)}
+
+
+def _connections_by_process() -> dict[str, int]:
+    """This database's connections in pg_stat_activity, by the launcher's process names."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT application_name, count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " GROUP BY application_name"
+        )
+        return dict(cursor.fetchall())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bursts_of_api_requests_keep_database_connections_within_the_bound(launchers):
+    from api.credentials import api_credential_create
+    from config.launcher import database_connections_bound
+    from imports.tests.csv_fixtures import ensure_role_groups
+    from profiles.models import Profile
+
+    ensure_role_groups()
+    credential, passcode = api_credential_create(name="burst")
+    headers = {"X-CleverTap-Account-Id": credential.account_id, "X-CleverTap-Passcode": passcode}
+    web_workers = 3
+    launcher = launchers(WEB_WORKERS=str(web_workers))
+    _wait_for(
+        lambda: launcher.process.poll() is not None or _get(f"{launcher.base}/healthz")[0] == 200,
+        240,
+        "the web server",
+    )
+    assert launcher.process.poll() is None, launcher.text()[-3000:]
+    bound = database_connections_bound(web_workers=web_workers)
+
+    def upload(n: int) -> tuple[int, dict]:
+        record = {"type": "profile", "identity": f"burst-{n}", "profileData": {"Name": f"B {n}"}}
+        return _post_json(f"{launcher.base}/1/upload", {"d": [record]}, headers)
+
+    requests = 60
+    for burst in range(2):
+        with ThreadPoolExecutor(max_workers=requests) as pool:
+            answers = list(pool.map(upload, range(burst * requests, (burst + 1) * requests)))
+        # Every request of both bursts answered, none with "too many clients".
+        assert [status for status, _ in answers] == [200] * requests, answers
+        assert all(body.get("processed") == 1 for _, body in answers), answers
+        held = _connections_by_process()
+        # The web server holds one connection per sync worker at most, and
+        # everything `make run` started stays within the documented bound.
+        assert held.get("userprofiles-web", 0) <= web_workers, held
+        assert sum(held.values()) <= bound, (held, bound)
+    assert Profile.objects.filter(identifiers__value__startswith="burst-").count() == 2 * requests
+    assert launcher.stop() == 0

@@ -1,4 +1,5 @@
-"""Delivery: hand rendered messages to the providers (SMTP, Twilio-shaped SMS/WhatsApp, FCM).
+"""Delivery: hand rendered messages to the providers (SMTP, Twilio-shaped SMS/WhatsApp, FCM,
+web push).
 
 Callers build `OutgoingMessage`s and call `deliver_many`; each result says whether the
 provider accepted the message. Transient failures (5xx, timeouts, dropped connections) are
@@ -18,6 +19,8 @@ class OutgoingMessage:
     body: str
     html: str | None  # email HTML alternative (already rendered)
     reference: str  # idempotency key, e.g. "run-12-profile-345"
+    # Where the SMS/WhatsApp provider reports delivered/failed ("" for no report).
+    status_callback: str = ""
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,9 @@ class DeliveryResult:
     provider_id: str = ""
     error: str = ""
     transient: bool = False
+    # The push service says the token/subscription no longer exists (404/410): it is
+    # forgotten so later campaigns see the device as unreachable instead of failing again.
+    gone: bool = False
 
 
 def deliver_many(messages: list[OutgoingMessage]) -> list[DeliveryResult]:
@@ -34,7 +40,9 @@ def deliver_many(messages: list[OutgoingMessage]) -> list[DeliveryResult]:
     return _deliver_many(messages)
 
 
-def notification_events_record(*, deliveries: list[tuple[int, str, dict]]) -> None:
+def notification_events_record(
+    *, deliveries: list[tuple[int, str, dict] | tuple[int, str, dict, str]]
+) -> None:
     from campaigns.delivery.events import notification_events_record as _record
 
     _record(deliveries=deliveries)

@@ -11,6 +11,9 @@ from profiles.services import Actor
 
 logger = logging.getLogger(__name__)
 
+# (profile id, event name, properties) or with a 4th item, the event's client event id.
+NotificationEvent = tuple[int, str, dict] | tuple[int, str, dict, str]
+
 
 def _profile_handles(profile_ids: set[int]) -> dict[int, tuple[str, str]]:
     """How the upload shape can name each profile: its identity, else one device objectId."""
@@ -27,11 +30,13 @@ def _profile_handles(profile_ids: set[int]) -> dict[int, tuple[str, str]]:
     return handles
 
 
-def notification_events_record(*, deliveries: list[tuple[int, str, dict]]) -> None:
-    handles = _profile_handles({profile_id for profile_id, _, _ in deliveries})
+def notification_events_record(*, deliveries: list[NotificationEvent]) -> None:
+    """Record each event with its client event id when it has one: a report the provider
+    repeats (or a batch recorded again after a retry) never makes a second event."""
+    handles = _profile_handles({profile_id for profile_id, *_ in deliveries})
     now = int(time.time())
     records = []
-    for profile_id, name, properties in deliveries:
+    for profile_id, name, properties, *rest in deliveries:
         handle = handles.get(profile_id)
         if handle is None:
             logger.warning(
@@ -39,9 +44,10 @@ def notification_events_record(*, deliveries: list[tuple[int, str, dict]]) -> No
             )
             continue
         key, value = handle
-        records.append(
-            {"type": "event", key: value, "evtName": name, "evtData": properties, "ts": now}
-        )
+        record = {"type": "event", key: value, "evtName": name, "evtData": properties, "ts": now}
+        if rest and rest[0]:
+            record["evtId"] = rest[0]
+        records.append(record)
     if not records:
         return
     result = ingest_records(records, actor=Actor.system())

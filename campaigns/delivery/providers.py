@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import smtplib
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import requests
 from django.conf import settings
@@ -13,6 +15,7 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.message import make_msgid
 
 from campaigns.delivery import DeliveryResult, OutgoingMessage
+from campaigns.delivery.config import ProviderConfig, provider_config
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +24,8 @@ HTTP_TIMEOUT = (5, 15)
 SMTP_TIMEOUT = 15
 ATTEMPTS = 3
 BACKOFF_SECONDS = 0.5  # doubled after each transient failure
+# A connection is worth opening for at least this many messages of a batch.
+MESSAGES_PER_CONNECTION = 25
 
 
 def _with_retries(send: Callable[[], DeliveryResult]) -> DeliveryResult:
@@ -60,31 +65,37 @@ def _http_post(session: requests.Session, url: str, **kwargs) -> requests.Respon
         return DeliveryResult(accepted=False, error=f"provider unreachable: {exc}", transient=True)
 
 
-def _twilio_send(session: requests.Session, message: OutgoingMessage) -> DeliveryResult:
-    sid = settings.TWILIO_ACCOUNT_SID
+def _twilio_send(
+    session: requests.Session, message: OutgoingMessage, config: ProviderConfig
+) -> DeliveryResult:
+    sid = config.twilio_account_sid
     if not sid:
         return DeliveryResult(accepted=False, error="SMS/WhatsApp provider is not configured")
+    if "SMS/WhatsApp token" in config.unreadable:
+        return DeliveryResult(accepted=False, error=config.unreadable["SMS/WhatsApp token"])
     if message.channel == "whatsapp":
-        to, sender = f"whatsapp:{message.to}", f"whatsapp:{settings.TWILIO_WHATSAPP_FROM}"
+        to, sender = f"whatsapp:{message.to}", f"whatsapp:{config.twilio_whatsapp_from}"
     else:
-        to, sender = message.to, settings.TWILIO_SMS_FROM
-    url = f"{settings.TWILIO_BASE_URL.rstrip('/')}/2010-04-01/Accounts/{sid}/Messages.json"
-    response = _http_post(
-        session,
-        url,
-        data={"To": to, "From": sender, "Body": message.body},
-        auth=(sid, settings.TWILIO_AUTH_TOKEN),
-    )
+        to, sender = message.to, config.twilio_sms_from
+    url = f"{config.twilio_base_url.rstrip('/')}/2010-04-01/Accounts/{sid}/Messages.json"
+    data = {"To": to, "From": sender, "Body": message.body}
+    if message.status_callback:
+        data["StatusCallback"] = message.status_callback
+    response = _http_post(session, url, data=data, auth=(sid, config.twilio_auth_token))
     if isinstance(response, DeliveryResult):
         return response
     return _http_result(response, _json_field(response, "sid"))
 
 
-def _fcm_send(session: requests.Session, message: OutgoingMessage) -> DeliveryResult:
-    project = settings.FCM_PROJECT_ID
+def _fcm_send(
+    session: requests.Session, message: OutgoingMessage, config: ProviderConfig
+) -> DeliveryResult:
+    project = config.fcm_project_id
     if not project:
         return DeliveryResult(accepted=False, error="mobile push provider is not configured")
-    url = f"{settings.FCM_BASE_URL.rstrip('/')}/v1/projects/{project}/messages:send"
+    if "FCM credentials" in config.unreadable:
+        return DeliveryResult(accepted=False, error=config.unreadable["FCM credentials"])
+    url = f"{config.fcm_base_url.rstrip('/')}/v1/projects/{project}/messages:send"
     payload = {
         "message": {
             "token": message.to,
@@ -95,11 +106,68 @@ def _fcm_send(session: requests.Session, message: OutgoingMessage) -> DeliveryRe
         session,
         url,
         json=payload,
-        headers={"Authorization": f"Bearer {settings.FCM_ACCESS_TOKEN}"},
+        headers={"Authorization": f"Bearer {config.fcm_access_token}"},
     )
     if isinstance(response, DeliveryResult):
         return response
-    return _http_result(response, _json_field(response, "name"))
+    result = _http_result(response, _json_field(response, "name"))
+    # FCM answers 404 (UNREGISTERED) for a token the app no longer holds.
+    if response.status_code == 404:
+        return DeliveryResult(accepted=False, error=result.error, gone=True)
+    return result
+
+
+def _webpush_send(
+    session: requests.Session, message: OutgoingMessage, config: ProviderConfig
+) -> DeliveryResult:
+    """RFC 8030 push with an RFC 8291 (aes128gcm) encrypted payload and RFC 8292 VAPID."""
+    from py_vapid import Vapid
+    from pywebpush import WebPushException, webpush
+
+    if not config.webpush_vapid_private_pem:
+        reason = config.unreadable.get("VAPID key", "web push has no VAPID key yet")
+        return DeliveryResult(accepted=False, error=reason)
+    try:
+        subscription = json.loads(message.to)
+        endpoint = subscription["endpoint"]
+        if not (subscription["keys"]["p256dh"] and subscription["keys"]["auth"]):
+            raise ValueError("empty keys")
+    except (ValueError, TypeError, KeyError) as exc:
+        return DeliveryResult(accepted=False, error=f"the web push subscription is unusable: {exc}")
+    payload = json.dumps(
+        {"title": message.subject, "body": message.body, "reference": message.reference},
+        ensure_ascii=False,
+    )
+    try:
+        response = webpush(
+            subscription,
+            payload,
+            vapid_private_key=Vapid.from_pem(config.webpush_vapid_private_pem.encode()),
+            vapid_claims={"sub": config.webpush_subject},
+            timeout=HTTP_TIMEOUT[1],
+            ttl=config.webpush_ttl_seconds,
+            requests_session=session,
+        )
+    except WebPushException as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status in (404, 410):
+            return DeliveryResult(
+                accepted=False, error=f"push service: subscription gone (HTTP {status})", gone=True
+            )
+        detail = exc.response.text[:500] if exc.response is not None else str(exc)
+        return DeliveryResult(
+            accepted=False,
+            error=f"push service answered HTTP {status}: {detail}",
+            transient=status is None or status >= 500 or status == 429,
+        )
+    except requests.RequestException as exc:
+        return DeliveryResult(
+            accepted=False, error=f"push service unreachable ({endpoint}): {exc}", transient=True
+        )
+    except (ValueError, TypeError) as exc:  # keys that are not base64url P-256 points
+        return DeliveryResult(accepted=False, error=f"the web push subscription is unusable: {exc}")
+    assert isinstance(response, requests.Response)
+    return DeliveryResult(accepted=True, provider_id=response.headers.get("Location", "")[:200])
 
 
 class _SmtpBatch:
@@ -150,25 +218,60 @@ class _SmtpBatch:
 
 
 def deliver_many(messages: list[OutgoingMessage]) -> list[DeliveryResult]:
-    results: list[DeliveryResult] = []
-    smtp = _SmtpBatch()
+    config = provider_config()
+    if (
+        any(message.channel == "webpush" for message in messages)
+        and not config.webpush_vapid_private_pem
+        and "VAPID key" not in config.unreadable
+    ):
+        from campaigns.delivery.services import vapid_keys_ensure
+
+        vapid_keys_ensure()
+        config = provider_config()
+    results: list[DeliveryResult | None] = [None] * len(messages)
+    emails = [n for n, message in enumerate(messages) if message.channel == "email"]
+    for n, result in _deliver_emails([messages[n] for n in emails]):
+        results[emails[n]] = result
     with requests.Session() as session:
+        for n, message in enumerate(messages):
+            if message.channel == "email":
+                continue
+            if message.channel in {"sms", "whatsapp"}:
+                send = lambda m=message: _twilio_send(session, m, config)  # noqa: E731
+            elif message.channel == "push":
+                send = lambda m=message: _fcm_send(session, m, config)  # noqa: E731
+            elif message.channel == "webpush":
+                send = lambda m=message: _webpush_send(session, m, config)  # noqa: E731
+            else:
+                results[n] = DeliveryResult(
+                    accepted=False, error=f"channel '{message.channel}' is not supported"
+                )
+                continue
+            results[n] = _with_retries(send)
+    assert all(result is not None for result in results)
+    return results  # type: ignore[return-value]
+
+
+def _deliver_emails(messages: list[OutgoingMessage]) -> list[tuple[int, DeliveryResult]]:
+    """Emails over a few SMTP connections at once, each reused for its share of the batch:
+    most of a message's time is waiting for the server's replies (MAIL, RCPT, DATA), which
+    the other connections fill. Returns (index in `messages`, result) pairs."""
+    if not messages:
+        return []
+    lanes = max(1, min(int(settings.CAMPAIGN_SMTP_CONNECTIONS),
+                       len(messages) // MESSAGES_PER_CONNECTION or 1))  # fmt: skip
+
+    def lane(number: int) -> list[tuple[int, DeliveryResult]]:
+        smtp = _SmtpBatch()
         try:
-            for message in messages:
-                if message.channel == "email":
-                    send = lambda m=message: smtp.send(m)  # noqa: E731
-                elif message.channel in {"sms", "whatsapp"}:
-                    send = lambda m=message: _twilio_send(session, m)  # noqa: E731
-                elif message.channel == "push":
-                    send = lambda m=message: _fcm_send(session, m)  # noqa: E731
-                else:
-                    results.append(
-                        DeliveryResult(
-                            accepted=False, error=f"channel '{message.channel}' is not supported"
-                        )
-                    )
-                    continue
-                results.append(_with_retries(send))
+            return [
+                (n, _with_retries(lambda m=messages[n]: smtp.send(m)))
+                for n in range(number, len(messages), lanes)
+            ]
         finally:
             smtp.close()
-    return results
+
+    if lanes == 1:
+        return lane(0)
+    with ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="smtp") as pool:
+        return [pair for share in pool.map(lane, range(lanes)) for pair in share]

@@ -47,6 +47,21 @@ def test_emails_arrive_with_subject_body_html_and_from(settings):
     assert second.message.get_content().strip() == "Just text"
 
 
+def test_a_big_batch_goes_out_over_a_few_reused_connections_each_mail_once(settings):
+    settings.CAMPAIGN_SMTP_CONNECTIONS = 3
+    addresses = [f"p{n}@example.com" for n in range(120)]
+    with smtp_server() as (port, received):
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
+        results = deliver_many([_message("email", to, subject=to) for to in addresses])
+    assert all(r.accepted for r in results)
+    # Results stay in the order of the messages, whichever connection sent them.
+    assert [r.provider_id for r in results] == [
+        next(m.message["Message-ID"] for m in received if m.rcpt_tos == [to]) for to in addresses
+    ]
+    assert sorted(m.rcpt_tos[0] for m in received) == sorted(addresses)
+    assert len({m.peer for m in received}) == 3
+
+
 def test_unreachable_mail_server_is_reported_transient(settings):
     from campaigns.delivery.sink import _free_port
 

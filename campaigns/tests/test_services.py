@@ -187,3 +187,51 @@ class TestResume:
         services.run_deliver(run.pk)
         services.outcomes_assign(run, Profile.objects.all())
         assert len(smtp_inbox.messages) == 4
+
+    def test_a_run_with_a_live_worker_is_left_alone_and_a_stale_one_is_taken_over(
+        self, smtp_inbox, settings
+    ):
+        import datetime as dt
+
+        from django.utils import timezone
+
+        import campaigns.tasks  # noqa: F401  (registers the "campaign run" job type)
+        from campaigns.models import RunStatus
+        from config.jobs import recoverable_jobs, stale_after
+
+        ProfileFactory(name="Ann", email="ann@example.com")
+        run = campaign_for().runs.create(kind=RunKind.SEND, status=RunStatus.DELIVERING,
+                                         heartbeat=timezone.now())  # fmt: skip
+        # A redelivered task while the first worker still beats: nothing is sent.
+        assert services.run_execute(run.pk).status == RunStatus.DELIVERING
+        assert smtp_inbox.messages == []
+        job = next(job for job in recoverable_jobs() if job.name == "campaign run")
+        assert list(job.stale_ids(timezone.now() - stale_after())) == []
+        run.heartbeat = timezone.now() - stale_after() - dt.timedelta(seconds=1)
+        run.save()
+        assert list(job.stale_ids(timezone.now() - stale_after())) == [run.pk]
+        assert services.run_execute(run.pk).status == RunStatus.DONE
+        assert [m["To"] for m in smtp_inbox.messages] == ["ann@example.com"]
+
+
+class TestOutcomesAcrossBatches:
+    def test_a_token_given_in_an_earlier_batch_is_a_duplicate_later(self, monkeypatch):
+        monkeypatch.setattr(services, "OUTCOME_BATCH_IDS", 1)  # one profile per statement
+        first, second = ProfileFactory(name="First"), ProfileFactory(name="Second")
+        DeviceFactory(profile=first, push_token="tok-1", push_enabled=True)
+        DeviceFactory(profile=second, push_token="tok-1", push_enabled=True)
+        web_only = ProfileFactory(name="Web only")
+        DeviceFactory(profile=web_only, platform="Web", push_token="{}", push_enabled=True)
+        run = campaign_for(Channel.PUSH).runs.create(kind=RunKind.SEND)
+        assert services.outcomes_assign(run, Profile.objects.all()) == 3
+        rows = {
+            r.profile.name: r for r in Delivery.objects.filter(run=run).select_related("profile")
+        }
+        assert rows["First"].outcome == Outcome.PENDING
+        assert rows["Second"].outcome == Outcome.DUPLICATE
+        assert rows["Second"].error == "shared with an earlier profile"
+        assert rows["Web only"].outcome == Outcome.PROFILE_NOT_REACHABLE
+        assert rows["Web only"].error == "no device for this channel"
+        # Assigning again (a resumed run) changes nothing.
+        assert services.outcomes_assign(run, Profile.objects.all()) == 3
+        assert Delivery.objects.get(run=run, profile=second).outcome == Outcome.DUPLICATE

@@ -24,7 +24,7 @@ class Migration(migrations.Migration):
                 ('file_name', models.CharField(max_length=255)),
                 ('file', models.FileField(upload_to='imports/%Y/%m/')),
                 ('file_size', models.PositiveBigIntegerField(default=0)),
-                ('status', models.CharField(choices=[('pending', 'Waiting for mapping'), ('queued', 'Queued'), ('running', 'Running'), ('done', 'Done'), ('failed', 'Failed')], default='pending', max_length=8)),
+                ('status', models.CharField(choices=[('pending', 'Waiting for mapping'), ('queued', 'Queued'), ('running', 'Running'), ('done', 'Done'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='pending', max_length=16)),
                 ('origin', models.CharField(choices=[('web', 'Dashboard upload'), ('cli', 'Command line'), ('sftp', 'SFTP')], default='web', max_length=8)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
                 ('encoding', models.CharField(blank=True, default='', max_length=16)),
@@ -102,6 +102,9 @@ class Migration(migrations.Migration):
                 ('files_failed', models.PositiveIntegerField(default=0)),
                 ('error', models.TextField(blank=True, default='')),
                 ('error_transient', models.BooleanField(default=False)),
+                ('retry_number', models.PositiveSmallIntegerField(default=0)),
+                ('retries_max', models.PositiveSmallIntegerField(default=0)),
+                ('retry_at', models.DateTimeField(blank=True, null=True)),
                 ('source', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='runs', to='imports.sftpsource')),
             ],
             options={

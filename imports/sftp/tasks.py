@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 from celery import shared_task
@@ -9,7 +10,7 @@ from django.db.models import Max
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from config.jobs import register_recoverable_job
+from config.jobs import JobInterrupted, register_recoverable_job
 from imports.models import SftpRun, SftpRunStatus, SftpRunTrigger, SftpSource
 from imports.sftp.services import SftpSourceBusy, sftp_source_poll
 
@@ -41,14 +42,32 @@ def sftp_poll_source_task(self, source_id: int, trigger: str = SftpRunTrigger.SC
         return "source deleted"
     if not source.enabled and trigger == SftpRunTrigger.SCHEDULE:
         return "source disabled"
+    if self.request.retries:
+        # The retry announced on the failed attempt is this one: that attempt just failed.
+        SftpRun.objects.filter(source=source, retry_at__isnull=False).update(retry_at=None)
     try:
         run = sftp_source_poll(source=source, trigger=trigger)
     except SftpSourceBusy:
         logger.info("SFTP source %s: a poll is already running, skipping", source.name)
         return "busy"
+    except JobInterrupted:
+        # The worker is stopping: the file in hand stopped at a chunk boundary (its
+        # import handed back, its ledger row still importing). A new poll takes over
+        # on the next start, as after a crash, and resumes that import.
+        for run_id in SftpRun.objects.filter(
+            source=source, status=SftpRunStatus.RUNNING
+        ).values_list("pk", flat=True):
+            sftp_run_resume(run_id)
+        return "interrupted: a new poll continues on the next start"
     if run.status == SftpRunStatus.FAILED and run.error_transient:
         countdown = RETRY_BASE_SECONDS * 2**self.request.retries
         if self.request.retries < MAX_RETRIES:
+            # The page says "Retrying (k of n)" rather than "Failed" until the last try.
+            SftpRun.objects.filter(pk=run.pk).update(
+                retry_number=self.request.retries + 1,
+                retries_max=MAX_RETRIES,
+                retry_at=timezone.now() + dt.timedelta(seconds=countdown),
+            )
             raise self.retry(countdown=countdown)
     return f"{run.status}: {run.files_imported} imported, {run.files_failed} failed"
 

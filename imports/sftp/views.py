@@ -3,9 +3,12 @@ the Test connection / Trust this key / Run now actions."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
 from config.access import permission_required
@@ -16,6 +19,7 @@ from imports.sftp.selectors import (
     sftp_runs_for_source,
     sftp_source_get,
     sftp_source_list,
+    sftp_source_next_run,
 )
 from imports.sftp.services import (
     sftp_source_delete,
@@ -24,6 +28,13 @@ from imports.sftp.services import (
     sftp_source_test_connection,
     sftp_source_trust_host_key,
 )
+
+
+def _next_run(source: SftpSource) -> dict:
+    next_run = sftp_source_next_run(source=source)
+    # Within the minute: beat sends it on one of its next ticks.
+    due = next_run is not None and next_run <= timezone.now() + dt.timedelta(minutes=1)
+    return {"next_run": next_run, "next_run_due": due}
 
 
 def _source_or_404(pk: int) -> SftpSource:
@@ -82,8 +93,10 @@ def source_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "nav": "imports",
         "source": source,
         "runs": runs,
-        "running": any(run.status == SftpRunStatus.RUNNING for run in runs),
+        # A retry due soon also brings a new run: keep the history polling for it.
+        "running": any(run.status == SftpRunStatus.RUNNING or run.is_retrying for run in runs),
         "files": sftp_files_for_source(source=source),
+        **_next_run(source),
     }
     if request.htmx:
         return render(request, "imports/sftp/detail.html#history", context)
@@ -110,6 +123,7 @@ def source_test(request: HttpRequest, pk: int) -> HttpResponse:
     context |= {
         "runs": sftp_runs_for_source(source=source),
         "files": sftp_files_for_source(source=source),
+        **_next_run(source),
     }
     return render(request, "imports/sftp/detail.html", context)
 

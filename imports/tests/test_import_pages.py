@@ -228,3 +228,64 @@ def test_a_header_of_100000_columns_is_refused_at_upload(importer_client, write_
     assert "The header row has 100,001 columns; at most 500 are accepted." in (
         response.content.decode())  # fmt: skip
     assert ImportRun.objects.get().status == ImportStatus.FAILED  # kept in the history
+
+
+# --- cancel -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def queued_run(run) -> ImportRun:
+    run.mapping["columns"][2]["type"] = "float"
+    run.status = ImportStatus.QUEUED
+    run.save()
+    return run
+
+
+def test_running_page_shows_counters_and_the_cancel_button(importer_client, queued_run):
+    ImportRun.objects.filter(pk=queued_run.pk).update(
+        status=ImportStatus.RUNNING, rows_done=5000, profiles_created=4000, profiles_updated=990,
+        rows_rejected=10,
+    )  # fmt: skip
+    url = reverse("imports:detail", args=[queued_run.pk])
+    for headers in ({}, {"HTTP_HX_REQUEST": "true"}):
+        response = importer_client.get(url, **headers)
+        assert response.status_code == 200  # still polling
+        html = response.content.decode()
+        assert 'data-running="created">4,000<' in html and 'data-running="rejected">10<' in html
+        assert "Cancel import" in html
+
+
+def test_cancel_stops_the_run_and_execute_does_not_take_it_again(importer_client, queued_run):
+    response = importer_client.post(reverse("imports:cancel", args=[queued_run.pk]))
+    assert response.status_code == 302
+    queued_run.refresh_from_db()
+    assert queued_run.status == ImportStatus.CANCELLED
+    assert queued_run.error == "Cancelled by importer."
+    assert import_run_execute(import_run_id=queued_run.pk).status == ImportStatus.CANCELLED
+    assert queued_run.rows_done == 0
+    page = importer_client.get(reverse("imports:detail", args=[queued_run.pk]))
+    assert "Cancel import" not in page.content.decode()
+
+
+def test_cancel_of_a_finished_or_sftp_run_is_refused_with_a_message(
+    importer_client, finished_run, importer
+):
+    response = importer_client.post(reverse("imports:cancel", args=[finished_run.pk]), follow=True)
+    assert "only a queued or running import" in response.content.decode()
+    assert ImportRun.objects.get(pk=finished_run.pk).status == ImportStatus.DONE
+    queued_run = import_run_create(kind="profiles", file_name="drop.csv",
+                                   content=PROFILES_CSV.encode(), uploaded_by=importer)  # fmt: skip
+    ImportRun.objects.filter(pk=queued_run.pk).update(origin="sftp", status=ImportStatus.QUEUED)
+    importer_client.post(reverse("imports:cancel", args=[queued_run.pk]))
+    assert ImportRun.objects.get(pk=queued_run.pk).status == ImportStatus.QUEUED
+
+
+def test_cancel_needs_the_permission_and_a_post(
+    marketer_client, outsider_client, anonymous_client, importer_client, queued_run
+):
+    url = reverse("imports:cancel", args=[queued_run.pk])
+    assert marketer_client.post(url).status_code == 403
+    assert outsider_client.post(url).status_code == 403
+    assert_login_redirect(anonymous_client.post(url))
+    assert importer_client.get(url).status_code == 405
+    assert ImportRun.objects.get(pk=queued_run.pk).status == ImportStatus.QUEUED

@@ -239,3 +239,46 @@ def test_a_file_imported_with_rejected_rows_says_so(importer_client, source):
     )  # fmt: skip
     html = importer_client.get(reverse("imports:sftp:detail", args=[source.pk])).content.decode()
     assert "Imported with 1 rejected row<" in html
+
+
+def test_a_failed_attempt_that_will_be_retried_says_so(importer_client, source):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    SftpRun.objects.create(source=source, status="failed", error="Connection refused",
+                           error_transient=True, retry_number=2, retries_max=4,
+                           retry_at=timezone.now() + dt.timedelta(seconds=60))  # fmt: skip
+    html = importer_client.get(reverse("imports:sftp:detail", args=[source.pk])).content.decode()
+    assert "Retrying (2 of 4)" in html and 'sftp-run-status">Failed<' not in html
+    listing = importer_client.get(reverse("imports:sftp:list")).content.decode()
+    assert "Retrying (2 of 4)" in listing
+    SftpRun.objects.update(retry_at=None)  # the retry started: this attempt simply failed
+    html = importer_client.get(reverse("imports:sftp:detail", args=[source.pk])).content.decode()
+    assert 'sftp-run-status">Failed<' in html and "Retrying" not in html
+
+
+def test_next_run_time(source):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from imports.sftp.selectors import sftp_source_next_run
+
+    now = timezone.now()
+    assert sftp_source_next_run(source=source, now=now) == now  # beat has not sent one yet
+    task = source.periodic_task
+    task.last_run_at = now - dt.timedelta(minutes=5)
+    task.save()
+    assert sftp_source_next_run(source=source, now=now) == now + dt.timedelta(minutes=10)
+    source.schedule, source.daily_at = "daily", dt.time(6, 30)
+    following = sftp_source_next_run(source=source, now=now)
+    assert following is not None and now < following <= now + dt.timedelta(days=1)
+    assert timezone.localtime(following).time() == dt.time(6, 30)
+    source.enabled = False
+    assert sftp_source_next_run(source=source, now=now) is None
+
+
+def test_detail_shows_the_next_run(importer_client, source):
+    html = importer_client.get(reverse("imports:sftp:detail", args=[source.pk])).content.decode()
+    assert 'id="next-run"' in html and "due now" in html

@@ -129,10 +129,10 @@ def test_mapping_rules_copy_an_event_property_to_the_profile():
     )
     profile.refresh_from_db()
     assert profile.custom == {"Plan": "Gold"}
-    change = PropertyChange.objects.get()
+    change = PropertyChange.objects.get()  # the event created the profile
     assert (change.property, change.new_value, change.source, change.changed_at) == (
-        "Plan",
-        "Gold",
+        "Profile created",
+        {"Plan": "Gold"},
         "sdk",
         T0,
     )

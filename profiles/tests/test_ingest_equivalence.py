@@ -102,7 +102,7 @@ def test_a_refused_mapped_value_keeps_the_event_and_skips_only_the_mapping(chann
             ("Plan Purchased", {"gender": "F"}, TS + 60),
         ],
         "profile types": [("Plan", "string")],
-        "history": [("Plan", None, "Gold"), ("Gender", "", "F")],
+        "history": [("Profile created", None, {"Plan": "Gold"}), ("Gender", "", "F")],
     }
 
 
@@ -156,3 +156,35 @@ def test_a_mapped_email_another_profile_holds_keeps_the_event(channel, tmp_path)
     ]
     assert Event.objects.filter(name="Plan Purchased").count() == 2
     assert Profile.objects.get(identifiers__value="u1").event_count == 2
+
+
+def new_person_by_api(**names: str) -> None:
+    record = {"type": "profile", **names, "profileData": {"Name": "Ann", "Plan": "Gold"}}
+    assert ingest_records([record], actor=API).refusals == {}
+
+
+def new_person_by_csv(tmp_path) -> None:
+    run = import_file(csv_path(tmp_path, "identity,Name,Plan\nu1,Ann,Gold\n"))
+    assert (run.status, run.rows_rejected, run.profiles_created) == ("done", 0, 1)
+
+
+NEW_PERSON_CHANNELS = {
+    "api by identity": lambda tmp_path: new_person_by_api(identity="u1"),
+    "api by FBID": lambda tmp_path: new_person_by_api(FBID="fb1"),
+    "api by objectId": lambda tmp_path: new_person_by_api(objectId="device-1"),
+    "api login (objectId and identity)": lambda tmp_path: new_person_by_api(
+        objectId="device-1", identity="u1"
+    ),
+    "csv import": new_person_by_csv,
+}
+
+
+@pytest.mark.parametrize("channel", NEW_PERSON_CHANNELS)
+def test_a_new_profile_has_one_created_row_in_its_history_whatever_the_channel(channel, tmp_path):
+    NEW_PERSON_CHANNELS[channel](tmp_path)
+    profile = Profile.objects.get()
+    assert list(
+        PropertyChange.objects.filter(profile=profile).values_list(
+            "property", "old_value", "new_value"
+        )
+    ) == [("Profile created", None, {"Name": "Ann", "Plan": "Gold"})]

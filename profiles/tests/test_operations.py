@@ -38,6 +38,7 @@ def test_set_is_the_default_operation_and_records_the_type_and_history():
 
 
 def test_setting_the_same_value_again_records_no_change():
+    push({"Plan": "Silver"})
     push({"Plan": "Gold"})
     push({"Plan": "Gold"})
     assert PropertyChange.objects.filter(property="Plan").count() == 1

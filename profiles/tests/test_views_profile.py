@@ -189,7 +189,7 @@ def test_timeline_newest_first_with_linked_anonymous_events_greyed(marketer_clie
 def test_property_change_history(marketer_client, mark):
     html = marketer_client.get(detail(mark)).content.decode()
     changes = html.split('id="changes-title"', 1)[1]
-    assert "Customer Type" in changes and "— → Gold" in changes
+    assert "Profile created" in changes and "Customer Type: Gold" in changes
     assert "crm-sync" in changes and "REST API" in changes
 
 
@@ -432,7 +432,8 @@ def test_download_holds_everything_we_know(marketer_client, admin_client_, mark)
     assert (TEST_MARKED_EVENT, False) in events and len(events) == 6
     assert len(document["linked_anonymous_profiles"]) == 1
     changed = {c["property"]: c for c in document["property_changes"]}
-    assert changed["Customer Type"]["by"] == "crm-sync"
+    assert changed["Profile created"]["by"] == "crm-sync"
+    assert changed["Profile created"]["new_value"]["Customer Type"] == "Gold"
     assert changed["ct_is_test_user"]["by"] == "admin"
     assert PropertyChange.objects.filter(profile=mark).count() == len(
         [c for c in document["property_changes"] if c["profile"] == mark.ct_id]
