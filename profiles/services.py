@@ -1090,7 +1090,7 @@ def device_push_token_set(
     at = at or timezone.now()
 
     def store(lookups: _Lookups) -> Device:
-        device, _profile, _created = _device_resolve(device_id, at)
+        device, _profile, _created = _device_resolve(device_id, at, lookups)
         Device.objects.filter(pk=device.pk).update(
             platform=_clip(platform, Device, "platform"),
             push_token=push_token,
