@@ -25,3 +25,17 @@ class SdkSettings(models.Model):
 
     def __str__(self) -> str:
         return f"SDK settings for {self.credential.account_id}"
+
+
+class SdkQueueMark(models.Model):
+    """The newest SDK queue entry applied, per shard (api.sdk_queue).
+
+    Updated in the transaction that applies the batch, so a crash never loses or
+    repeats one; its row lock is what lets one worker at a time apply a shard.
+    """
+
+    shard = models.PositiveSmallIntegerField(primary_key=True)
+    last_id = models.CharField(max_length=40, blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"SDK queue shard {self.shard} at {self.last_id or 'start'}"

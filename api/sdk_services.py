@@ -2,9 +2,9 @@
 
 Each SDK call is one GET whose `d` parameter is LZString-compressed JSON. This
 module turns it into /1/upload-shaped records named by the browser's guid (the
-SDK's device id, our objectId) and hands them to `profiles.ingest.ingest_records`,
-so logins follow the same identity rules as /1/upload logins. Writes are
-synchronous: the reply is sent after ingest has committed.
+SDK's device id, our objectId) and queues them (api.sdk_queue) for a worker that
+hands them to `profiles.ingest.ingest_records` in batches, so logins follow the same
+identity rules as /1/upload logins. The reply is sent once the records are queued.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import re
 import secrets
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,9 +26,9 @@ from django.utils import timezone
 
 from api.credentials import _redis
 from api.models import SdkSettings
-from profiles.ingest import ingest_records
-from profiles.models import ApiCredential, Source
-from profiles.services import Actor
+from api.sdk_queue import sdk_queue_append
+from profiles.models import ApiCredential
+from profiles.rules.web_push import SubscriptionError, web_push_subscription
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +58,7 @@ class SdkReply:
     resume: bool
     request_number: int
     opted_out: bool | None = None
-    stored: int = 0
-    refusals: dict[int, str] = field(default_factory=dict)
+    queued: bool = False  # False: nothing to store, or a re-fire of a queued request
 
 
 def _limit(name: str, default: int) -> int:
@@ -129,6 +130,7 @@ def sdk_settings_update(*, credential: ApiCredential, origins: list[str]) -> Sdk
     settings_row = sdk_settings_for(credential)
     settings_row.allowed_origins = sorted(set(origins))
     settings_row.save(update_fields=["allowed_origins"])
+    _account_cache.pop(credential.account_id, None)  # other processes: within the cache time
     return settings_row
 
 
@@ -324,14 +326,78 @@ def _records(
                 opted_out = request.opt_out == "true"
             profile_data = _sdk_profile_data(profile)
             if profile_data:
+                # The SDK sends a login on an anonymous browser and a profile push alike;
+                # only a user switch carries isOUL. Ingest's login rule reads this flag.
+                new_user = payload.get("isOUL") is True or payload.get("rc") is True
                 records.append(
-                    {"type": "profile", "objectId": guid, "profileData": profile_data, "ts": now}
-                )
+                    {"type": "profile", "objectId": guid, "profileData": profile_data,
+                     "ts": now, "isOUL": new_user}
+                )  # fmt: skip
         else:
             raise SdkRefusal(400, "A push must be of type event or profile.")
-    # ping: keeps the session alive, stores nothing. data: web push registration,
-    # acknowledged but not stored (the profile store has no push-token record yet).
+    elif request.type == "data":
+        records.append(_push_token_record(payload, guid))
+    # ping: keeps the session alive, stores nothing.
     return records, opted_out
+
+
+# The SDK keeps only the tail of Chrome's and Firefox's endpoints (`endpoint.split('/').pop()`)
+# and names the browser; these are the push services those browsers subscribe with (Firefox
+# with a VAPID key, which the SDK always passes). Other browsers' endpoints arrive whole.
+PUSH_SERVICE_PREFIXES = {
+    "Chrome": "https://fcm.googleapis.com/fcm/send/",
+    "Firefox": "https://updates.push.services.mozilla.com/wpush/v2/",
+}
+_ENDPOINT_TAIL = re.compile(r"^[A-Za-z0-9_:.=-]{8,600}$")
+
+
+def sdk_push_endpoint(endpoint: object, browser: object) -> str:
+    """The subscription's full endpoint URL from what the SDK sends; SdkRefusal if unusable."""
+    if not isinstance(endpoint, str) or not endpoint:
+        raise SdkRefusal(400, "The web push subscription has no endpoint.")
+    if endpoint.startswith("https://"):
+        return endpoint
+    if browser == "Safari":
+        raise SdkRefusal(400, "Safari's APNs web push is not supported; use standard Web Push.")
+    prefix = PUSH_SERVICE_PREFIXES.get(browser) if isinstance(browser, str) else None
+    if prefix is None or not _ENDPOINT_TAIL.match(endpoint):
+        raise SdkRefusal(400, "The web push endpoint must be an https URL.")
+    return prefix + endpoint
+
+
+def _push_token_record(payload: dict[str, Any], guid: str) -> dict[str, Any]:
+    """An ingest token record for a `type=data` call: the SDK's registration (the
+    PushSubscription JSON) or its `action: unregister`. Checked here, so a bad
+    subscription is refused in the reply (profiles.rules.web_push is the rule)."""
+    if payload.get("action") == "unregister":
+        return {"type": "token", "objectId": guid,
+                "tokenData": {"type": "webpush", "action": "unregister"}}  # fmt: skip
+    endpoint = sdk_push_endpoint(payload.get("endpoint"), payload.get("browser"))
+    try:
+        web_push_subscription({"endpoint": endpoint, "keys": payload.get("keys")})
+    except SubscriptionError as error:
+        raise SdkRefusal(400, str(error)) from None
+    return {"type": "token", "objectId": guid,
+            "tokenData": {"type": "webpush", "id": endpoint, "keys": payload["keys"]}}  # fmt: skip
+
+
+# Each gunicorn process keeps an account's credential and SDK settings this long, so a
+# request makes no database query: a revocation or an origin change applies within it.
+ACCOUNT_CACHE_SECONDS = 5.0
+_account_cache: dict[str, tuple[float, ApiCredential, SdkSettings]] = {}
+
+
+def _account_with_settings(account_id: object) -> tuple[ApiCredential, SdkSettings]:
+    now = time.monotonic()
+    cached = _account_cache.get(account_id) if isinstance(account_id, str) else None
+    if cached and now - cached[0] < ACCOUNT_CACHE_SECONDS:
+        return cached[1], cached[2]
+    credential = sdk_account(account_id)
+    settings_row = sdk_settings_for(credential)
+    if len(_account_cache) > 1000:  # unknown ids are never cached; this bounds the rest
+        _account_cache.clear()
+    _account_cache[credential.account_id] = (now, credential, settings_row)
+    return credential, settings_row
 
 
 def sdk_handle(request: SdkRequest) -> SdkReply:
@@ -340,8 +406,7 @@ def sdk_handle(request: SdkRequest) -> SdkReply:
         raise SdkRefusal(400, "Unknown request type.")
     request_number = _request_number(request.rn)
     payload = sdk_decode_payload(request.d)
-    credential = sdk_account(payload.get("id"))
-    settings_row = sdk_settings_for(credential)
+    credential, settings_row = _account_with_settings(payload.get("id"))
     origin = sdk_request_origin(
         header=request.origin_header, param=request.origin_param, referer=request.referer
     )
@@ -367,17 +432,28 @@ def sdk_handle(request: SdkRequest) -> SdkReply:
         return reply
     records, opted_out = _records(request, payload, guid, credential.account_id)
     if records:
-        actor = Actor(source=Source.SDK, label=f"SDK: {credential.name}")
-        result = ingest_records(records, actor=actor)
-        reply.stored = result.processed
-        reply.refusals = {number: error.message for number, error in result.refusals.items()}
-        if result.refusals:
-            logger.info("SDK records refused for %s: %s", credential.account_id, reply.refusals)
+        # Checked here, written by the queue's worker through ingest (api.sdk_queue): the
+        # reply carries the guid before its device row exists.
+        reply.queued = sdk_queue_append(
+            guid=guid,
+            records=records,
+            actor_label=f"SDK: {credential.name}",
+            dedupe_key=_refire_key(request, credential.account_id, guid),
+        )
     if opted_out is not None:
         reply.opted_out = opted_out
         if opted_out:
             reply.guid = guid + OPTED_OUT_SUFFIX
     return reply
+
+
+def _refire_key(request: SdkRequest, account_id: str, guid: str) -> str | None:
+    """The same request fired again (the SDK's retry queue) has the same key; None when
+    the call lacks the SDK's request stamp (rn, i, sn) and cannot be told apart."""
+    if not request.i or not request.sn:
+        return None
+    body = hashlib.sha256((request.d or "").encode()).hexdigest()[:24]
+    return f"{account_id}:{guid}:{request.type}:{request.rn}:{request.i}:{request.sn}:{body}"
 
 
 def _touch(settings_row: SdkSettings, origin: str | None) -> None:
@@ -393,6 +469,7 @@ def _touch(settings_row: SdkSettings, origin: str | None) -> None:
     SdkSettings.objects.filter(pk=settings_row.pk).update(
         last_seen_at=now, last_seen_origin=(origin or "")[:300]
     )
+    settings_row.last_seen_at, settings_row.last_seen_origin = now, (origin or "")[:300]
 
 
 def sdk_accounts() -> list[tuple[ApiCredential, SdkSettings | None]]:

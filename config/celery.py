@@ -9,6 +9,8 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 # The crash-recovery sweep lives outside the apps (config is not an app).
 app.autodiscover_tasks(lambda: ["config"], related_name="jobs")
+# The web SDK's queue drain (api.sdk_tasks, beside api's other modules).
+app.autodiscover_tasks(lambda: ["api"], related_name="sdk_tasks")
 
 
 # A stopping worker lets each job in hand stop at its next boundary (config/jobs.py).

@@ -239,7 +239,22 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(OVERVIEW_REFRESH_SECONDS),
         "options": {"expires": float(OVERVIEW_REFRESH_SECONDS)},
     },
+    # The web SDK's write queue (api.sdk_queue): requests nudge a drain; this tick
+    # catches what a killed drain left behind.
+    "sdk-queue-drain": {
+        "task": "api.sdk_tasks.sdk_queue_drain_task",
+        "schedule": 5.0,
+        "options": {"expires": 5.0},
+    },
 }
+# Web SDK endpoint /a: requests per minute per client address and per device (429 above).
+SDK_RATE_PER_IP_PER_MINUTE = int(os.environ.get("SDK_RATE_PER_IP_PER_MINUTE", 600))
+SDK_RATE_PER_DEVICE_PER_MINUTE = int(os.environ.get("SDK_RATE_PER_DEVICE_PER_MINUTE", 120))
+# Web SDK queue: shards (a device's records always go to the same one) and records per batch.
+SDK_QUEUE_SHARDS = int(os.environ.get("SDK_QUEUE_SHARDS", 4))
+SDK_QUEUE_BATCH = int(os.environ.get("SDK_QUEUE_BATCH", 500))
+# A drain killed mid-batch holds its lease this long; then the next drain takes over.
+SDK_DRAIN_LEASE_SECONDS = int(os.environ.get("SDK_DRAIN_LEASE_SECONDS", 15))
 
 # Product settings.
 # Identifier kinds that identify a person (DESIGN.md: identity, email, phone).

@@ -1,7 +1,7 @@
 """The one way records enter the profile store.
 
-`ingest_records` takes records in CleverTap's upload shape (`type` profile or
-event, named by `identity`, `FBID`, `GPID` or `objectId`) and stores them set-based
+`ingest_records` takes records in CleverTap's upload shape (`type` profile,
+event or token, named by `identity`, `FBID`, `GPID` or `objectId`) and stores them set-based
 through profiles.bulk, falling back to the per-record services for the shapes the
 set-based path does not take yet. It returns each refused record's reason.
 """
@@ -33,8 +33,10 @@ from profiles.properties import (
     RecordError,
     normalize_identifier,
 )
+from profiles.rules.web_push import SubscriptionError, web_push_subscription
 from profiles.services import (
     Actor,
+    device_push_token_set,
     event_push,
     event_validate,
     profile_login,
@@ -47,6 +49,7 @@ logger = logging.getLogger(__name__)
 # Plausible epoch seconds: 1970-01-01 .. 2286-11-20. Milliseconds (13 digits) are refused.
 MAX_EPOCH_SECONDS = 9_999_999_999
 TOP_LEVEL_IDENTIFIERS = {"identity": "identity", "fbid": "fbid", "gpid": "gpid"}
+WEB_PLATFORM = "Web"  # Device.platform of a browser (campaigns' web push reads it)
 
 
 @dataclass(frozen=True)
@@ -109,11 +112,44 @@ def _has_profile_identifier(profile_data: dict[str, Any]) -> bool:
     )
 
 
+def _new_user(record: dict[str, Any]) -> bool:
+    """False when the record says its device's person has not changed (`"isOUL": false`,
+    as the web SDK endpoint marks a profile record the SDK sent without its isOUL flag):
+    an identified device then keeps its profile (services.login_decision)."""
+    return record.get("isOUL") is not False
+
+
+def _token_record(record: dict[str, Any]) -> None:
+    """A device token record (CleverTap's `type: token`), web push only for now:
+    `tokenData` `{"type": "webpush", "id": <endpoint>, "keys": {"p256dh", "auth"}}` sets the
+    objectId's subscription with push permission on; `{"type": "webpush", "action":
+    "unregister"}` clears it and turns the permission off."""
+    device_id, _identifiers = _record_identifiers(record)
+    if device_id is None:
+        raise RecordError(ErrorCode.IDENTITY_MISSING, "A token record needs its objectId.")
+    data = record.get("tokenData")
+    if not isinstance(data, dict) or data.get("type") != "webpush":
+        raise RecordError(ErrorCode.MISC, "tokenData must be an object of type webpush.")
+    if data.get("action") == "unregister":
+        device_push_token_set(device_id=device_id, platform=WEB_PLATFORM, push_token="",
+                              push_enabled=False, at=_record_ts(record))  # fmt: skip
+        return
+    try:
+        token = web_push_subscription({"endpoint": data.get("id"), "keys": data.get("keys")})
+    except SubscriptionError as error:
+        raise RecordError(ErrorCode.MISC, str(error)) from None
+    device_push_token_set(device_id=device_id, platform=WEB_PLATFORM, push_token=token,
+                          push_enabled=True, at=_record_ts(record))  # fmt: skip
+
+
 def upload_record(record: object, *, actor: Actor) -> None:
     """Store one upload record through the services; RecordError when refused."""
     if not isinstance(record, dict):
         raise RecordError(ErrorCode.NOT_EVENT_OR_PROFILE, "Record must be a JSON object.")
     kind = record.get("type")
+    if kind == "token":
+        _token_record(record)
+        return
     if kind not in ("profile", "event"):
         raise RecordError(
             ErrorCode.NOT_EVENT_OR_PROFILE, "Record type needs to be either event or profile."
@@ -151,6 +187,7 @@ def upload_record(record: object, *, actor: Actor) -> None:
             profile_data=profile_data,
             actor=actor,
             at=ts,
+            new_user=_new_user(record),
         )
     else:
         profile_push(
@@ -205,8 +242,8 @@ def _plan(number: int, record: object) -> _Planned:
         data = record.get("profileData", {})
         if set(identifiers) != {"identity"} or not isinstance(data, dict):
             return single
-        if device_id is not None and _has_profile_identifier(data):
-            return single  # a login naming more identifiers: one by one
+        if device_id is not None and (_has_profile_identifier(data) or not _new_user(record)):
+            return single  # a login naming more identifiers, or an unflagged one: one by one
         # With an objectId this is a login: profiles.bulk takes its plain cases (by the
         # same rule, services.login_decision) and defers the others back to us.
         row = BulkProfileRow(ref=number, key_kind="identity", key_value=identifiers["identity"],

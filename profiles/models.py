@@ -193,7 +193,8 @@ class Device(models.Model):
     platform = models.CharField(max_length=32, blank=True, default="")
     make = models.CharField(max_length=64, blank=True, default="")
     model = models.CharField(max_length=64, blank=True, default="")
-    push_token = models.CharField("platform ID", max_length=512, blank=True, default="")
+    # A web push subscription is stored as compact JSON (profiles.rules.web_push).
+    push_token = models.CharField("platform ID", max_length=1024, blank=True, default="")
     push_enabled = models.BooleanField(null=True, blank=True)
     first_seen = models.DateTimeField(auto_now_add=True)
     last_seen = models.DateTimeField(null=True, blank=True)

@@ -82,6 +82,7 @@ __all__ = [
     "Actor",
     "DeviceInfo",
     "RecordError",
+    "device_push_token_set",
     "event_push",
     "event_validate",
     "identifiers_normalize",
@@ -578,6 +579,7 @@ def _profile_data_check(profile_data: object) -> dict[str, Any] | None:
 LOGIN_CURRENT = "current"  # the profile the device maps to
 LOGIN_HOLDER = "holder"  # the profile holding the named identifiers
 LOGIN_NEW = "new"  # a new profile
+LOGIN_REFUSED = "refused"  # a push claims another profile's identifiers: refuse the record
 
 
 @dataclass(frozen=True)
@@ -593,6 +595,7 @@ def login_decision(
     current_linked: bool,
     holder_id: object | None,
     named: bool,
+    new_user: bool = True,
 ) -> LoginDecision:
     """Which profile an onUserLogin lands on: the one rule, used by `profile_login`
     record by record and by profiles.bulk for logins sent in a batch.
@@ -600,8 +603,17 @@ def login_decision(
     `current_*` describe the profile the device maps to (`current_id` None: no
     device, or a device without a profile); `holder_id` the one profile holding
     the named identifiers (None: nobody); `named`: the login names identifiers.
+    `new_user` False: the sender says the device's person has not changed
+    (CleverTap's web SDK flags a user switch with `isOUL`, and sends a login on an
+    anonymous browser and a profile push in the same unflagged shape), so an
+    identified device keeps its profile, which takes the identifiers as a profile
+    push would; one held by another profile refuses the record (LOGIN_REFUSED).
     Ids are compared for equality only, so a batch may use its own tokens.
     """
+    if not new_user and current_id is not None and current_identified:
+        if holder_id is not None and holder_id != current_id:
+            return LoginDecision(LOGIN_REFUSED)  # never merged, never switched by a push
+        return LoginDecision(LOGIN_CURRENT)
     if holder_id is None:
         if current_id is not None and not named:
             return LoginDecision(LOGIN_CURRENT)  # nobody named: as a push would
@@ -622,6 +634,7 @@ def _login_once(
     actor: Actor,
     at: dt.datetime,
     lookups: _Lookups,
+    new_user: bool = True,
 ) -> tuple[Profile, Device | None]:
     device: Device | None = None
     current: Profile | None = None
@@ -650,7 +663,18 @@ def _login_once(
         current_linked=current is not None and current.linked_to_id is not None,
         holder_id=holder_id,
         named=bool(identifiers),
+        new_user=new_user,
     )
+    if decision.target == LOGIN_REFUSED:
+        mine = current.pk if current is not None else None
+        theirs = ", ".join(
+            sorted(f"{kind} '{value}'" for (kind, value), owner in holders.items() if owner != mine)
+        )
+        raise RecordError(
+            ErrorCode.MISC,
+            f"{theirs[0].upper()}{theirs[1:]} belongs to another profile; "
+            "profiles are never merged.",
+        )
     if decision.target == LOGIN_CURRENT:
         target = current
     elif decision.target == LOGIN_NEW:
@@ -678,6 +702,7 @@ def profile_login(
     profile_data: dict[str, Any] | None = None,
     actor: Actor,
     at: dt.datetime | None = None,
+    new_user: bool = True,
 ) -> Profile:
     """CleverTap's onUserLogin.
 
@@ -689,6 +714,9 @@ def profile_login(
       is no device: a new profile is created (and D switches to it);
     - profile X holds them: D switches to X; an anonymous profile D left
       behind is kept and linked to X.
+    With `new_user=False` (the sender says D's person has not changed: the web
+    SDK's unflagged profile record) an identified D keeps its profile, which
+    takes the identifiers as profilePush would (see `login_decision`).
     Two identified profiles are never merged: identifiers held by two
     different profiles refuse the record. Safe under concurrency: a lost race
     on an identifier retries against the winner's committed state.
@@ -705,7 +733,7 @@ def profile_login(
         raise RecordError(ErrorCode.IDENTITY_MISSING, IDENTITY_MISSING_MESSAGE)
 
     def login(lookups: _Lookups) -> Profile:
-        return _login_once(device_id, wanted, profile_data, actor, at, lookups)[0]
+        return _login_once(device_id, wanted, profile_data, actor, at, lookups, new_user)[0]
 
     return _run_record(login)
 
@@ -1038,6 +1066,40 @@ def event_push(
         return profile, event
 
     return _run_record(push)
+
+
+# --- devices ---------------------------------------------------------------------------
+
+
+def device_push_token_set(
+    *,
+    device_id: str,
+    platform: str,
+    push_token: str,
+    push_enabled: bool,
+    at: dt.datetime | None = None,
+) -> Device:
+    """Set (or, with an empty `push_token`, clear) the device's push token ("platform ID")
+    and push permission; the device's platform becomes `platform`.
+
+    A never-seen device is registered with a new anonymous profile, as its first
+    event would be. Does not touch last seen: a registration is not activity.
+    The token's format is the caller's rule (profiles.rules.web_push for web push).
+    """
+    device_id = normalize_device_id(device_id)
+    at = at or timezone.now()
+
+    def store(lookups: _Lookups) -> Device:
+        device, _profile, _created = _device_resolve(device_id, at, lookups)
+        Device.objects.filter(pk=device.pk).update(
+            platform=_clip(platform, Device, "platform"),
+            push_token=push_token,
+            push_enabled=push_enabled,
+        )
+        device.platform, device.push_token, device.push_enabled = platform, push_token, push_enabled
+        return device
+
+    return _run_record(store)
 
 
 # --- dashboard actions -------------------------------------------------------------

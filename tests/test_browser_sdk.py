@@ -9,6 +9,7 @@ is forwarded to the live server.
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -45,7 +46,38 @@ def api(settings) -> ApiClient:
 
 
 @pytest.fixture
-def open_shop(browser, live_server, api):
+def queue_worker(transactional_db):
+    """What the Celery worker does for /a (api.sdk_queue), in a thread of this process:
+    the live server only queues the SDK's records."""
+    from django.conf import settings
+    from django.db import connection
+
+    from api.credentials import _redis
+    from api.sdk_queue import sdk_queue_drain_shard
+
+    keys = list(_redis().scan_iter("sdk:*"))
+    if keys:
+        _redis().delete(*keys)
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            while not stop.is_set():
+                shards = range(settings.SDK_QUEUE_SHARDS)
+                if not sum(sdk_queue_drain_shard(shard) for shard in shards):
+                    stop.wait(0.05)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join(10)
+
+
+@pytest.fixture
+def open_shop(browser, live_server, api, queue_worker):
     if not SDK_JS.exists():
         pytest.fail(f"{SDK_JS} is missing: run `npm ci` at the repository root")
     contexts = []
@@ -109,6 +141,20 @@ def names(guid: str) -> list[str]:
     )
 
 
+def events_read(api: ApiClient, name: str) -> list[dict]:
+    """Today's events of one name, as /1/events.json gives them (the cursor flow)."""
+    today = int(time.strftime("%Y%m%d", time.gmtime()))
+    first = api.post("/1/events.json", {"event_name": name, "from": today, "to": today}).json()
+    assert first["status"] == "success", first
+    records, cursor = [], first["cursor"]
+    while cursor:
+        page = api.get("/1/events.json", {"cursor": cursor}).json()
+        assert page["status"] == "success", page
+        records += page["records"]
+        cursor = page.get("next_cursor")
+    return records
+
+
 def profile(api: ApiClient, **lookup) -> dict:
     response = api.get("/1/profile.json", lookup)
     assert response.status_code == 200, response.content
@@ -133,13 +179,16 @@ def test_page_view_event_and_login_are_stored(open_shop, api, fetch):
     assert record["systemProperties"]["Event count"] == 2  # the page view and the event
     assert record["ct_id"] == profile(api, objectId=guid)["ct_id"]
     assert "wzrk_fetch" not in names(guid)
+    [viewed] = events_read(api, "Product Viewed")
+    assert viewed["evtData"] == {"Product": "Book", "Price": 12}
+    assert viewed["profile"] == {"ct_id": record["ct_id"], "identity": "reader-1", "objectId": guid}
+    [page_view] = events_read(api, "Page Viewed")
+    assert page_view["profile"]["identity"] == "reader-1"  # scenario 1: history kept
+    assert page_view["evtData"]["url"] == "https://shop.test/"
+    assert page_view["evtData"]["Platform"] == "Web"
+    assert events_read(api, "wzrk_fetch") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ingest: a profile push named by objectId after that device's login updates the "
-    "device's first (anonymous) profile instead of the identified one it maps to",
-)
 def test_profile_push_after_login_reaches_the_identified_profile(open_shop, api):
     page = open_shop()
     guid = page.evaluate("() => window.clevertap.getCleverTapID()")
@@ -169,7 +218,49 @@ def test_scenario_2_two_browsers_one_person(open_shop, api):
         ),
         "the second browser's login",
     )
-    assert profile(api, objectId=desktop_guid)["ct_id"] == profile(api, identity="pair-1")["ct_id"]
+    person = profile(api, identity="pair-1")
+    assert profile(api, objectId=desktop_guid)["ct_id"] == person["ct_id"]
+    phone.evaluate("() => clevertap.event.push('After Login')")
+    wait_until(phone, lambda: len(events_read(api, "After Login")) == 1, "the event after login")
+    [after] = events_read(api, "After Login")
+    assert after["profile"]["ct_id"] == person["ct_id"]  # the phone now maps to the person
+    # Scenario 2: the phone's anonymous history stays on its own profile, linked to the person.
+    [before] = events_read(api, "Before Login")
+    assert before["profile"]["ct_id"] != person["ct_id"] and before["profile"]["identity"] is None
+    assert profile(api, objectId=before["profile"]["ct_id"])["linked_to"] == person["ct_id"]
+
+
+def test_shared_browser_switches_people_without_merging(open_shop, api):
+    """Person A logs in and browses; person B logs in on the same browser: the SDK drops
+    A's guid (rc, isOUL) and takes a new one; B's events land on B, A's stay on A."""
+    page = open_shop()
+    guid_a = page.evaluate("() => clevertap.getCleverTapID()")
+    page.evaluate(
+        """() => {
+        clevertap.onUserLogin.push({Site: {Identity: 'shared-a', Email: 'a@example.com'}});
+        clevertap.event.push('A Browsed', {n: 1});
+    }"""
+    )
+    wait_until(page, lambda: len(events_read(api, "A Browsed")) == 1, "A's event")
+    page.evaluate("() => clevertap.onUserLogin.push({Site: {Identity: 'shared-b'}})")
+    # clear() drops A's guid first (null), then the reply to the rc login brings B's.
+    page.wait_for_function(
+        f"() => {{ const g = clevertap.getCleverTapID(); return g && g !== {guid_a!r}; }}"
+    )
+    guid_b = page.evaluate("() => clevertap.getCleverTapID()")
+    page.evaluate("() => clevertap.event.push('B Browsed', {n: 2})")
+    wait_until(page, lambda: len(events_read(api, "B Browsed")) == 1, "B's event")
+
+    a, b = profile(api, identity="shared-a"), profile(api, identity="shared-b")
+    assert a["ct_id"] != b["ct_id"]  # never merged
+    assert a["identities"] == {"identity": ["shared-a"], "email": ["a@example.com"]}
+    assert b["identities"] == {"identity": ["shared-b"]}
+    assert [d["objectId"] for d in a["devices"]] == [guid_a]
+    assert [d["objectId"] for d in b["devices"]] == [guid_b]
+    [a_event], [b_event] = events_read(api, "A Browsed"), events_read(api, "B Browsed")
+    assert a_event["profile"] == {"ct_id": a["ct_id"], "identity": "shared-a", "objectId": guid_a}
+    assert b_event["profile"] == {"ct_id": b["ct_id"], "identity": "shared-b", "objectId": guid_b}
+    assert {e["profile"]["ct_id"] for e in events_read(api, "Page Viewed")} == {a["ct_id"]}
 
 
 def _guids(page) -> set[str]:
@@ -190,3 +281,75 @@ def test_opt_out_stops_storing(open_shop, api):
     page.reload()
     page.wait_for_function("() => window.clevertap.getCleverTapID()")
     assert "After Opt Out" not in names(guid)
+
+
+# A subscription as Chromium's PushSubscription.toJSON() gives it (FCM endpoint, P-256 key,
+# 16-byte auth secret). Headless Chromium cannot subscribe at a real push service, so the
+# page hands this subscription to the SDK exactly where the SDK's own subscription hand-off
+# (setUpWebPush -> pushManager.subscribe().then) does: it cuts the endpoint to its tail,
+# names the browser, saves it as WZRK_PSD and calls the SDK's request.registerToken. Only
+# the browser's PushManager is left out; the request is built and sent by the SDK's code.
+SUBSCRIBE = """(sub) => {
+    const data = JSON.parse(JSON.stringify(sub));
+    data.endpoint = data.endpoint.split('/').pop();
+    data.browser = 'Chrome';
+    localStorage.setItem('WZRK_PSD', encodeURIComponent(JSON.stringify(data)));
+    // The SDK's request object: a (loose-mode) private field of the clevertap instance.
+    const request = Object.getOwnPropertyNames(clevertap)
+        .filter(n => /^__private_\\d+_request$/.test(n)).map(n => clevertap[n])
+        .find(r => r && typeof r.registerToken === 'function');
+    request.registerToken(data);
+}"""
+SUBSCRIPTION = {
+    "endpoint": "https://fcm.googleapis.com/fcm/send/dZk3:APA91bE" + "q" * 120,
+    "expirationTime": None,
+    "keys": {
+        "p256dh": "BAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4fICEiIyQlJicoKSorLC0uLzA"
+        "xMjM0NTY3ODk6Ozw9Pj8",
+        "auth": "AAECAwQFBgcICQoLDA0ODw",
+    },
+}
+
+
+def device_row(guid: str):
+    from profiles.models import Device
+
+    return Device.objects.filter(object_id=guid).first()
+
+
+def test_web_push_registration_stores_the_subscription_and_follows_a_user_switch(open_shop, api):
+    page = open_shop()
+    first_guid = page.evaluate("() => clevertap.getCleverTapID()")
+    page.evaluate("() => clevertap.onUserLogin.push({Site: {Identity: 'push-a'}})")
+    wait_until(page, lambda: profile_exists(api, "push-a"), "A's login")
+    page.evaluate(SUBSCRIBE, SUBSCRIPTION)
+    wait_until(page, lambda: bool(getattr(device_row(first_guid), "push_token", "")), "the token")
+    stored = device_row(first_guid)
+    expected = (
+        '{"endpoint":"' + SUBSCRIPTION["endpoint"] + '","keys":{"auth":"'
+        + SUBSCRIPTION["keys"]["auth"] + '","p256dh":"' + SUBSCRIPTION["keys"]["p256dh"] + '"}}'
+    )  # fmt: skip
+    assert stored.push_token == expected
+    assert (stored.platform, stored.push_enabled) == ("Web", True)
+    [a_device] = profile(api, identity="push-a")["devices"]
+    assert a_device["push_token"] is True and a_device["push_enabled"] is True
+
+    # B logs in on the same browser: the SDK drops A's guid (rc), takes a new one, and
+    # itself unregisters A's token and registers the subscription for B's guid.
+    page.evaluate("() => clevertap.onUserLogin.push({Site: {Identity: 'push-b'}})")
+    wait_until(page, lambda: profile_exists(api, "push-b"), "B's login")
+    second_guid = page.evaluate("() => clevertap.getCleverTapID()")
+    assert second_guid != first_guid
+    wait_until(
+        page,
+        lambda: (
+            device_row(first_guid).push_enabled is False
+            and bool(getattr(device_row(second_guid), "push_token", ""))
+        ),
+        "the token to move to B",
+    )
+    assert device_row(first_guid).push_token == ""
+    assert device_row(second_guid).push_token == expected
+    [b_device] = profile(api, identity="push-b")["devices"]
+    assert b_device["objectId"] == second_guid and b_device["push_enabled"] is True
+    assert profile(api, identity="push-a")["devices"][0]["push_token"] is False

@@ -14,6 +14,13 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
+            name='SdkQueueMark',
+            fields=[
+                ('shard', models.PositiveSmallIntegerField(primary_key=True, serialize=False)),
+                ('last_id', models.CharField(blank=True, default='', max_length=40)),
+            ],
+        ),
+        migrations.CreateModel(
             name='SdkSettings',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),

@@ -7,10 +7,12 @@ import re
 
 import lzstring
 import pytest
+from django.conf import settings
 from django.test import Client
 
 from api.credentials import _redis, api_credential_revoke
 from api.models import SdkSettings
+from api.sdk_queue import sdk_queue_drain_shard
 from api.sdk_services import sdk_settings_update
 from api.tests.test_api_support import ApiClient
 from profiles.models import Event, Profile
@@ -21,8 +23,10 @@ REPLY = re.compile(r"^\$WZRK_WR\.s\((.*)\);$")
 
 @pytest.fixture(autouse=True)
 def _forget_rate_counts():
+    """Rate counts, the queue and its re-fire keys live in Redis across tests."""
+
     def forget() -> None:
-        keys = list(_redis().scan_iter("sdk:rate:*"))
+        keys = list(_redis().scan_iter("sdk:*"))
         if keys:
             _redis().delete(*keys)
 
@@ -35,6 +39,12 @@ def _forget_rate_counts():
 def api(settings) -> ApiClient:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     return ApiClient()
+
+
+def drain_now() -> None:
+    """Apply what the calls queued, as the worker would (api.sdk_queue)."""
+    while sum(sdk_queue_drain_shard(shard) for shard in range(settings.SDK_QUEUE_SHARDS)):
+        pass
 
 
 def reply_args(response) -> list:
@@ -78,6 +88,7 @@ class Browser:
                 "X-CleverTap-Encryption-Enabled": "true",
             }
         response = self.client.get("/a", query, headers=headers)
+        drain_now()
         self.last_query = {k: query[k] for k in ("rn", "i", "sn")}
         if response.status_code == 200:
             if fetch:
@@ -181,6 +192,58 @@ def test_profile_push_undoes_the_phone_encoding(api):
     browser.login(Identity="u-2", Phone=14155550000)
     record = api.get("/1/profile.json", {"identity": "u-2"}).json()["record"]
     assert "+14155550000" in json.dumps(record)
+
+
+def test_profile_push_after_login_updates_the_identified_profile(api):
+    """The SDK sends profile.push like an anonymous browser's login (no isOUL): on an
+    identified browser it updates that person, it does not start a new profile."""
+    browser = Browser(api.credential.account_id)
+    browser.call("page", {"cpg": "https://shop.example/"})
+    browser.login(Identity="u-3")
+    profiles_before = Profile.objects.count()
+    response = browser.call(
+        "push", {"type": "profile", "profile": {"Phone": 14155550001, "Plan": "gold"}}
+    )
+    assert response.status_code == 200
+    record = api.get("/1/profile.json", {"identity": "u-3"}).json()["record"]
+    assert record["profileData"]["Plan"] == "gold"
+    assert "+14155550001" in json.dumps(record)
+    assert (
+        record["ct_id"]
+        == api.get("/1/profile.json", {"objectId": browser.guid}).json()["record"]["ct_id"]
+    )
+    assert Profile.objects.count() == profiles_before
+
+
+def test_profile_push_claiming_another_persons_email_is_refused(api):
+    other = Browser(api.credential.account_id)
+    other.login(Identity="u-4", Email="taken@example.com")
+    browser = Browser(api.credential.account_id)
+    browser.login(Identity="u-5")
+    browser.call("push", {"type": "profile", "profile": {"Email": "taken@example.com", "X": 1}})
+    mine = api.get("/1/profile.json", {"identity": "u-5"}).json()["record"]
+    theirs = api.get("/1/profile.json", {"identity": "u-4"}).json()["record"]
+    assert "X" not in mine["profileData"] and mine["ct_id"] != theirs["ct_id"]
+    assert (
+        api.get("/1/profile.json", {"objectId": browser.guid}).json()["record"]["ct_id"]
+        == mine["ct_id"]
+    )  # the browser did not switch to the email's holder
+
+
+def test_login_decision_without_new_user_keeps_an_identified_device():
+    from profiles.services import LOGIN_CURRENT, LOGIN_HOLDER, LOGIN_REFUSED, login_decision
+
+    def target(**kw) -> str:
+        base = {"current_id": 1, "current_identified": True, "current_linked": False,
+                "holder_id": None, "named": True, "new_user": False}  # fmt: skip
+        return login_decision(**{**base, **kw}).target
+
+    assert target() == LOGIN_CURRENT  # a new identifier joins the profile
+    assert target(holder_id=1) == LOGIN_CURRENT
+    assert target(holder_id=2) == LOGIN_REFUSED  # never switched or merged by a push
+    # An anonymous browser's unflagged login still follows rules 1 and 2.
+    assert target(current_identified=False) == LOGIN_CURRENT
+    assert target(current_identified=False, holder_id=2) == LOGIN_HOLDER
 
 
 def test_opt_out_answers_oo_and_stores_nothing_afterwards(api):

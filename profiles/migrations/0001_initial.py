@@ -105,7 +105,7 @@ class Migration(migrations.Migration):
                 ('platform', models.CharField(blank=True, default='', max_length=32)),
                 ('make', models.CharField(blank=True, default='', max_length=64)),
                 ('model', models.CharField(blank=True, default='', max_length=64)),
-                ('push_token', models.CharField(blank=True, default='', max_length=512, verbose_name='platform ID')),
+                ('push_token', models.CharField(blank=True, default='', max_length=1024, verbose_name='platform ID')),
                 ('push_enabled', models.BooleanField(blank=True, null=True)),
                 ('first_seen', models.DateTimeField(auto_now_add=True)),
                 ('last_seen', models.DateTimeField(blank=True, null=True)),

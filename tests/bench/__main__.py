@@ -14,7 +14,7 @@ import sys
 import time
 from urllib.parse import urlsplit, urlunsplit
 
-PARTS = ["services", "api", "people", "csv", "segments", "campaigns"]
+PARTS = ["services", "api", "people", "csv", "segments", "campaigns", "sdk"]
 
 
 def _bench_database_url(url: str) -> str:

@@ -1,0 +1,208 @@
+"""The SDK write queue: `/a` checks a call and appends its records to a Redis stream;
+a worker applies them in batches through `profiles.ingest.ingest_records`.
+
+Guarantees (README, "Web SDK"):
+- Durable once acknowledged: a reply is sent after XADD returned, i.e. the records are
+  in Redis (the embedded Redis runs with appendonly; a server you run should too).
+  If Redis refuses the append, the records are written synchronously instead.
+- Order per device: a device's records always go to the same shard (crc32 of its guid)
+  and a shard is applied by one worker at a time, oldest entry first.
+- Exactly once: a shard's high-water mark (`SdkQueueMark.last_id`, the newest stream
+  entry applied) is updated in the same PostgreSQL transaction as the batch it covers;
+  a worker killed mid-batch rolls the batch back, and the next one (holding the mark's
+  row lock) starts after the mark, so nothing is lost or doubled. Entries are trimmed from
+  the stream only after their batch committed. A re-fired SDK request (same account,
+  guid, rn, i, sn) is appended once (a Redis key set in the same script as the XADD).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import transaction
+
+from api.credentials import _redis
+from api.models import SdkQueueMark
+from profiles.ingest import ingest_records
+from profiles.models import Source
+from profiles.services import Actor
+
+logger = logging.getLogger(__name__)
+
+STREAM_PREFIX = "sdk:q:"
+SEEN_PREFIX = "sdk:seen:"
+KICK_KEY = "sdk:kick"
+DRAIN_LEASE_KEY = "sdk:draining"
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end"
+SEEN_SECONDS = 7 * 24 * 3600  # the SDK retries from localStorage across visits
+# Append unless this request was appended before: one atomic step, one round trip. Returns
+# false (a re-fire), or 1 when a drain should be nudged (none in the last half second), or 0.
+_APPEND_ONCE = """
+if KEYS[1] ~= '' and not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
+  return false
+end
+redis.call('XADD', KEYS[2], '*', 'r', ARGV[1])
+if redis.call('SET', KEYS[3], '1', 'NX', 'PX', 500) then return 1 end
+return 0
+"""
+
+
+def _lease_seconds() -> int:
+    return int(getattr(settings, "SDK_DRAIN_LEASE_SECONDS", 15))
+
+
+def _shards() -> int:
+    return int(getattr(settings, "SDK_QUEUE_SHARDS", 4))
+
+
+def _batch_size() -> int:
+    return int(getattr(settings, "SDK_QUEUE_BATCH", 500))
+
+
+def sdk_queue_shard(guid: str) -> int:
+    return zlib.crc32(guid.encode()) % _shards()
+
+
+def _stream(shard: int) -> str:
+    return f"{STREAM_PREFIX}{shard}"
+
+
+def sdk_queue_append(
+    *, guid: str, records: list[dict[str, Any]], actor_label: str, dedupe_key: str | None
+) -> bool:
+    """Queue this call's records for the guid's shard; False when the same request was
+    queued before (nothing to do). Writes synchronously when Redis refuses the append,
+    so an acknowledged call is never lost."""
+    entry = json.dumps({"r": records, "a": actor_label}, separators=(",", ":"))
+    keys = [
+        f"{SEEN_PREFIX}{dedupe_key}" if dedupe_key else "",
+        _stream(sdk_queue_shard(guid)),
+        KICK_KEY,
+    ]
+    try:
+        added = _redis().eval(_APPEND_ONCE, 3, *keys, entry, SEEN_SECONDS)
+        if added == 1:
+            _kick()
+    except redis.RedisError:
+        logger.warning("SDK queue unavailable: writing the call synchronously", exc_info=True)
+        _ingest(records, actor_label)
+        return True
+    return added is not None
+
+
+def _kick() -> None:
+    """Start a drain soon (at most one nudge per half second; beat is the safety net)."""
+    from api.sdk_tasks import sdk_queue_drain_task
+
+    try:
+        sdk_queue_drain_task.apply_async(expires=30)
+    except Exception:  # the broker is the same Redis: the next beat tick drains instead
+        logger.warning("could not enqueue the SDK drain task", exc_info=True)
+
+
+def _ingest(records: list[dict[str, Any]], actor_label: str) -> None:
+    result = ingest_records(records, actor=Actor(source=Source.SDK, label=actor_label))
+    if result.refusals:
+        logger.info(
+            "SDK records refused (%s): %s",
+            actor_label,
+            {number: error.message for number, error in result.refusals.items()},
+        )
+
+
+def _entry_id(raw: bytes | str) -> tuple[int, int]:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _runs(entries: list[tuple[Any, dict[Any, Any]]]) -> Iterator[tuple[str, list[dict]]]:
+    """Consecutive entries of one account, as (actor label, records): one ingest call each."""
+    label, records = None, []
+    for _entry_id_raw, fields in entries:
+        try:
+            entry = json.loads(fields[b"r"] if b"r" in fields else fields["r"])
+        except (KeyError, ValueError):
+            logger.error("unreadable SDK queue entry %r skipped", _entry_id_raw)
+            continue
+        if label is not None and entry["a"] != label:
+            yield label, records
+            records = []
+        label = entry["a"]
+        records.extend(entry["r"])
+    if label is not None and records:
+        yield label, records
+
+
+def sdk_queue_drain_shard(shard: int) -> int:
+    """Apply the next batch of one shard; the number of stream entries applied.
+
+    Returns 0 when the shard is empty or another worker holds it (the mark's row lock,
+    taken with SKIP LOCKED, is the one-worker-per-shard rule)."""
+    SdkQueueMark.objects.get_or_create(shard=shard)
+    stream = _stream(shard)
+    client = _redis()
+    with transaction.atomic():
+        mark = SdkQueueMark.objects.select_for_update(skip_locked=True).filter(shard=shard).first()
+        if mark is None:
+            return 0
+        start = f"({mark.last_id}" if mark.last_id else "-"
+        entries = client.xrange(stream, min=start, max="+", count=_batch_size())
+        if not entries:
+            return 0
+        for label, records in _runs(entries):
+            _ingest(records, label)
+        last = entries[-1][0]
+        mark.last_id = last.decode() if isinstance(last, bytes) else last
+        mark.save(update_fields=["last_id"])
+    ms, seq = _entry_id(mark.last_id)
+    try:  # applied entries leave the stream; a failure here only delays the trim
+        client.xtrim(stream, minid=f"{ms}-{seq + 1}", approximate=False)
+    except redis.RedisError:
+        logger.warning("SDK queue trim failed for shard %d", shard, exc_info=True)
+    return len(entries)
+
+
+def sdk_queue_drain(*, seconds: float, idle_seconds: float = 1.0) -> int:
+    """Drain every shard until the queue has stayed empty for `idle_seconds` (or for at
+    most `seconds`); the number of entries applied. One drain runs at a time (a Redis
+    lease, renewed as it goes; a killed drain's lease lapses after SDK_DRAIN_LEASE_SECONDS);
+    a second one returns at once: the first is already on it."""
+    client = _redis()
+    token = uuid.uuid4().hex
+    if not client.set(DRAIN_LEASE_KEY, token, nx=True, ex=_lease_seconds()):
+        return 0
+    deadline = time.monotonic() + seconds
+    idle_since = time.monotonic()
+    applied = 0
+    try:
+        while time.monotonic() < deadline:
+            client.set(DRAIN_LEASE_KEY, token, xx=True, ex=_lease_seconds())
+            done = sum(sdk_queue_drain_shard(shard) for shard in range(_shards()))
+            applied += done
+            if done:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since >= idle_seconds:
+                break
+            else:
+                time.sleep(0.02)
+    finally:
+        client.eval(_RELEASE, 1, DRAIN_LEASE_KEY, token)
+    # An append that found the lease taken just before it was released: drain it now.
+    if applied and sdk_queue_backlog() and time.monotonic() < deadline:
+        applied += sdk_queue_drain(seconds=deadline - time.monotonic(), idle_seconds=0)
+    return applied
+
+
+def sdk_queue_backlog() -> int:
+    """Entries waiting in the queue (all shards)."""
+    client = _redis()
+    return sum(client.xlen(_stream(shard)) for shard in range(_shards()))

@@ -1,0 +1,233 @@
+"""Part "sdk": the web SDK endpoint `/a` under many small requests.
+
+The production server as `make run` starts it (config.launcher.service_commands: gunicorn
+sync workers, and a Celery worker draining the SDK queue). Many concurrent asyncio clients
+send what clevertap-web-sdk sends: a mix of page views (40%), events (40%) and profile
+pushes (20%); half of the requests come from browsers never seen before (no guid: the
+reply gives one). Measured: requests/s, p50/p95 reply latency, and how long until a
+request's data is readable (a marker event sent every second under load, polled in the
+database until its row exists), and the backlog's drain time after the load stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+import lzstring
+
+from tests.bench import BenchContext, Figure
+
+PART = "sdk"
+ROOT = Path(__file__).resolve().parents[2]
+CLIENTS = int(os.environ.get("BENCH_SDK_CLIENTS", "64"))
+REPLY = re.compile(rb'\$WZRK_WR\.s\("([^"]+)"')
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start(ctx: BenchContext, port: int) -> tuple[subprocess.Popen, subprocess.Popen]:
+    from config.launcher import service_commands
+
+    env = {**os.environ, "DATABASE_URL": ctx.database_url, "DEBUG": "false",
+           "LOG_LEVEL": "WARNING", "SDK_RATE_PER_IP_PER_MINUTE": "100000000"}  # fmt: skip
+    commands = service_commands(str(port))
+    web_command = [arg for arg in commands["web"] if arg != "-"]
+    web_command = [a for a in web_command if a != "--access-logfile"]
+    web = subprocess.Popen(web_command, cwd=ROOT, env=env)
+    worker = subprocess.Popen(
+        [*commands["worker"], "--without-mingle", "--without-gossip"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                return web, worker
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError("gunicorn did not start within 60 s")
+
+
+def _encode(payload: dict) -> str:
+    return lzstring.LZString().compressToBase64(json.dumps(payload))
+
+
+class Load:
+    def __init__(self, account: str, port: int) -> None:
+        self.port = port
+        self.counter = 0
+        self.guids: list[str] = []
+        self.latencies: list[float] = []
+        self.errors = 0
+        base = {"id": account, "af": {"lib": "web-sdk-v2.5.2", "protocol": "https"}, "pg": 1}
+        # Encoded once: the guid travels in `gc` (the SDK sends both), so one `d` per kind.
+        self.page = _encode({**base, "cpg": "https://shop.example/p?utm_source=bench"})
+        self.events = [
+            _encode({**base, "type": "event", "evtName": name, "evtData": {"sku": f"S{n}"}})
+            for n, name in enumerate(["Product Viewed", "Added To Cart", "Searched"])
+        ]
+        self.profile = _encode(
+            {**base, "type": "profile", "profile": {"Plan": "gold", "tz": "GMT+0000"}}
+        )
+
+    def query(self, kind: str, d: str, guid: str | None) -> str:
+        self.counter += 1
+        params = {"t": 96, "type": kind, "d": d, "rn": self.counter, "i": int(time.time()),
+                  "sn": self.counter, "origin": "https://shop.example"}  # fmt: skip
+        if guid:
+            params["gc"] = guid
+        return "/a?" + urlencode(params)
+
+    def next_request(self) -> tuple[str, bool]:
+        if not self.guids or random.random() < 0.5:
+            return self.query("page", self.page, None), True
+        guid = random.choice(self.guids)
+        roll = random.random()
+        if roll < 0.4:
+            return self.query("page", self.page, guid), False
+        if roll < 0.8:
+            return self.query("push", random.choice(self.events), guid), False
+        return self.query("push", self.profile, guid), False
+
+    async def send(self, path: str) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: Mozilla/5.0 Chrome/120"
+            "\r\nConnection: close\r\n\r\n".encode()
+        )
+        data = await reader.read()
+        writer.close()
+        return data
+
+    async def client(self, until: float) -> None:
+        while time.monotonic() < until:
+            path, new = self.next_request()
+            started = time.perf_counter()
+            try:
+                data = await self.send(path)
+            except OSError:
+                self.errors += 1
+                continue
+            self.latencies.append((time.perf_counter() - started) * 1000)
+            match = REPLY.search(data)
+            if not data.startswith(b"HTTP/1.1 200") or not match:
+                self.errors += 1
+            elif new and len(self.guids) < 200_000:
+                self.guids.append(match[1].decode())
+
+    async def run(self, seconds: float) -> float:
+        until = time.monotonic() + seconds
+        started = time.perf_counter()
+        await asyncio.gather(*(self.client(until) for _ in range(CLIENTS)))
+        return time.perf_counter() - started
+
+
+def _marker_delays(
+    load: Load, account: str, stop: threading.Event, out: list[float], first: bool = False
+) -> None:
+    """Every second, one marker event through /a; the time until its row is readable."""
+    from django.db import connection
+
+    from profiles.models import Event
+
+    try:
+        while first or not stop.is_set():
+            first = False
+            tag = f"m{time.time_ns()}"
+            d = _encode({"id": account, "type": "event", "evtName": "Bench Marker",
+                         "evtData": {"tag": tag}})  # fmt: skip
+            path = load.query("push", d, None)
+            sent = time.monotonic()
+            try:
+                asyncio.run(load.send(path))
+            except OSError:  # the server is not up yet
+                time.sleep(1)
+                out.append(float("inf"))
+                continue
+            while not Event.objects.filter(name="Bench Marker", properties__tag=tag).exists():
+                if time.monotonic() - sent > 60:
+                    break
+                time.sleep(0.05)
+            out.append(time.monotonic() - sent)
+            stop.wait(1)
+    finally:
+        connection.close()
+
+
+def run(ctx: BenchContext) -> list[Figure]:
+    from api.credentials import api_credential_create
+    from api.sdk_queue import sdk_queue_backlog
+
+    credential, _passcode = api_credential_create(name="bench-sdk")
+    port = _free_port()
+    web, worker = _start(ctx, port)
+    seconds = 15.0 if ctx.quick else 60.0
+    figures = []
+    try:
+        load = Load(credential.account_id, port)
+        # Wait until the web workers answer and the Celery worker drains (both boot slowly
+        # on a busy machine): one marker end to end before anything is measured.
+        warm: list[float] = []
+        deadline = time.monotonic() + 180
+        while not warm or warm[-1] >= 60:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the SDK queue worker did not drain within 180 s")
+            once = threading.Event()
+            once.set()
+            _marker_delays(load, credential.account_id, once, warm, first=True)
+        asyncio.run(load.run(3))  # warm-up: imports, connections, first guids
+        load.latencies.clear()
+        stop, delays = threading.Event(), list[float]()
+        sampler = threading.Thread(
+            target=_marker_delays, args=(load, credential.account_id, stop, delays)
+        )
+        sampler.start()
+        elapsed = asyncio.run(load.run(seconds))
+        stop.set()
+        sampler.join(90)
+        after = time.monotonic()
+        while sdk_queue_backlog() and time.monotonic() - after < 300:
+            time.sleep(0.1)
+        drained = time.monotonic() - after
+        cuts = statistics.quantiles(load.latencies, n=100)
+        figures.append(Figure(PART, f"GET /a, {CLIENTS} clients, page/event/profile mix",
+                              len(load.latencies) / elapsed, "requests/s", "≥ 2000"))  # fmt: skip
+        figures.append(Figure(PART, "GET /a reply p50", cuts[49], "ms"))
+        figures.append(Figure(PART, "GET /a reply p95", cuts[94], "ms", "≤ 50"))
+        if delays:
+            figures.append(Figure(PART, "delay until readable, median under load",
+                                  statistics.median(delays), "s", "≤ 2"))  # fmt: skip
+            figures.append(Figure(PART, "delay until readable, max under load",
+                                  max(delays), "s"))  # fmt: skip
+        figures.append(Figure(PART, "queue drained after the load stopped", drained, "s"))
+        if load.errors:
+            print(f"{PART:<10} ({load.errors:,} requests failed or refused)")
+    finally:
+        for process in (web, worker):
+            process.terminate()
+        for process in (web, worker):
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return figures
+
+
+if __name__ == "__main__":  # pragma: no cover - run through python -m tests.bench
+    sys.exit("run: python -m tests.bench --only sdk")
