@@ -667,14 +667,8 @@ def _login_once(
     )
     if decision.target == LOGIN_REFUSED:
         mine = current.pk if current is not None else None
-        theirs = ", ".join(
-            sorted(f"{kind} '{value}'" for (kind, value), owner in holders.items() if owner != mine)
-        )
-        raise RecordError(
-            ErrorCode.MISC,
-            f"{theirs[0].upper()}{theirs[1:]} belongs to another profile; "
-            "profiles are never merged.",
-        )
+        kind, value = min(pair for pair, owner in holders.items() if owner != mine)
+        raise IdentifierHeldByAnother(kind, value)
     if decision.target == LOGIN_CURRENT:
         target = current
     elif decision.target == LOGIN_NEW:
