@@ -256,6 +256,16 @@ class _RowReader:
         self.data_columns = [c for c in self.columns if c.role in {"property", "email", "phone"}]
         if run.kind == ImportKind.EVENTS:  # identifiers name the person, they are no event data
             self.data_columns = [c for c in self.columns if c.role == "property"]
+        # Default properties (Email, Phone, Gender, …) are checked cell by cell here, with
+        # the API's own cleaners, so a row reports every bad cell at once (the bulk planner
+        # stops at a record's first error). The planner checks them again: a phone or an
+        # email is parsed once (properties caches them), the others cost next to nothing.
+        self.cleaners: dict[int, Callable[[str], object]] = {}
+        if run.kind == ImportKind.PROFILES:
+            for column in self.data_columns:
+                default = DEFAULT_PROPERTIES.get(column.name.lower())
+                if default is not None and not column.type and not column.date_format:
+                    self.cleaners[column.index] = default.clean
         self.ts_column = next((c for c in self.columns if c.role == "ts"), None)
         self.by_key = {c.name: c for c in self.columns}
         self.by_key.update({c.role: c for c in self.keys})
@@ -304,10 +314,15 @@ class _RowReader:
                     value = csv_source.epoch_date(csv_source.parse_date(cell, column.date_format))
                 else:
                     value = cell
+                    if column.index in self.cleaners:
+                        self.cleaners[column.index](cell)
             except CellError as error:
                 problems.append(_CellProblem(
                     column.header, cell, ErrorCode.MISC, f"Value of '{column.name}': {error}"
                 ))  # fmt: skip
+                continue
+            except RecordError as error:  # the API's code and message, as profile_push gives
+                problems.append(_CellProblem(column.header, cell, error.code, error.message))
                 continue
             data[column.name] = value
         return data

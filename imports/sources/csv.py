@@ -22,6 +22,7 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
+import functools
 import io
 import math
 import re
@@ -358,6 +359,7 @@ def detect_type(values: list[str]) -> str:
     return "string"
 
 
+@functools.lru_cache(maxsize=64)  # a file has a few formats, each used on every row
 def strptime_format(pattern: str) -> str:
     """CleverTap's `dd/MM/yyyy HH:mm:ss` -> strptime's `%d/%m/%Y %H:%M:%S`."""
     out, position = [], 0
