@@ -140,19 +140,50 @@ def normalize_phone(raw: object, default_region: str | None = None) -> str:
 # phonenumbers costs ~60 µs a number, the largest single cost of importing a file of
 # new people with phones; a bulk write asks about the same value more than once (the
 # lookup of who holds it, then the row's validation), so each distinct value is parsed
-# once. Bounded: a chunk's worth of values, a few MB.
-@functools.lru_cache(maxsize=32_768)
+# once. Bounded (emptied when full): a few chunks' worth of values, a few MB. An import
+# that checks a chunk's cells in another process hands that process's results over
+# (phone_cache_take / phone_cache_put): the same function's answers, not a shortcut.
+PHONE_CACHE_SIZE = 32_768
+_phone_cache: dict[tuple[str, str], str | None] = {}
+
+
 def _phone_e164(text: str, default_region: str) -> str | None:
     """E.164 of a trimmed phone number, None when it is not a valid number."""
+    key = (text, default_region)
+    try:
+        return _phone_cache[key]
+    except KeyError:
+        pass
     if text.startswith("00"):
         text = "+" + text[2:]
     try:
         number = phonenumbers.parse(text, None if text.startswith("+") else default_region)
     except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        e164 = None
+    else:
+        e164 = (
+            phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+            if phonenumbers.is_valid_number(number)
+            else None
+        )
+    if len(_phone_cache) >= PHONE_CACHE_SIZE:
+        _phone_cache.clear()
+    _phone_cache[key] = e164
+    return e164
+
+
+def phone_cache_take() -> dict[tuple[str, str], str | None]:
+    """The numbers parsed since the last take (and forget them here)."""
+    taken = dict(_phone_cache)
+    _phone_cache.clear()
+    return taken
+
+
+def phone_cache_put(entries: dict[tuple[str, str], str | None]) -> None:
+    """Remember numbers _phone_e164 parsed in another process."""
+    if len(_phone_cache) + len(entries) > PHONE_CACHE_SIZE:
+        _phone_cache.clear()
+    _phone_cache.update(entries)
 
 
 def normalize_identity(raw: object, *, label: str = "identity") -> str:
