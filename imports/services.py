@@ -14,7 +14,9 @@ run's counters and checkpoint (`last_committed_row`). A worker killed
 mid-file therefore leaves a consistent run: the next claim resumes after the
 checkpoint and nothing is written twice. Two chunks are in flight at once, on
 two connections: one is read and planned while the one before it writes; they
-still write and commit in file order (see `_chunk_commit`).
+still write and commit in file order (see `_chunk_commit`). A big file's chunks
+are read and checked (`_chunk_read`: cells to typed values, each cell's check)
+in a reader process, ahead of the writer (see `_chunks_read`).
 
 File rules (shown on the upload page):
 - empty cells are skipped (they never erase a value);
