@@ -691,16 +691,21 @@ def _pool_connections_close(pool: ThreadPoolExecutor, threads: int) -> None:
         closing.result()
 
 
-# Reading and checking a chunk's cells (phone numbers above all) is about half of an
-# import's Python time. The pipeline's threads share one interpreter lock, so for a big
-# file it runs in a process of its own, beside the writer (both cores busy). Not for
-# small files: starting the process (a fresh Django) costs about a second.
+# Reading and checking a chunk's cells (phone numbers above all) is about 40% of an
+# import's Python time, and the pipeline's threads share one interpreter lock: with
+# IMPORT_READER_PROCESS_MIN_ROWS set, a file of at least that many rows is read in a
+# process of its own, beside the writer. Off by default: on the 2-core machine we
+# measure on, PostgreSQL needs the second core and the writer lost as much wall time
+# as it saved (README, Performance); with more cores it pays. Never for small files:
+# starting the process (a fresh Django) costs about a second.
 READ_AHEAD = 2  # chunks read ahead of the writer: memory stays flat in file size
 
 
 def _reads_elsewhere(run: ImportRun) -> bool:
-    threshold = int(getattr(settings, "IMPORT_READER_PROCESS_MIN_ROWS", 20_000))
-    return (run.rows_total or 0) - run.last_committed_row >= threshold
+    threshold = settings.IMPORT_READER_PROCESS_MIN_ROWS
+    if threshold is None:
+        return False
+    return (run.rows_total or 0) - run.last_committed_row >= int(threshold)
 
 
 @contextlib.contextmanager
