@@ -221,6 +221,10 @@ JOB_HEARTBEAT_STALE_SECONDS = int(os.environ.get("JOB_HEARTBEAT_STALE_SECONDS", 
 JOB_RECOVERY_INTERVAL_SECONDS = int(os.environ.get("JOB_RECOVERY_INTERVAL_SECONDS", "30"))
 IMPORT_HEARTBEAT_STALE_SECONDS = JOB_HEARTBEAT_STALE_SECONDS
 IMPORT_CHUNK_ROWS = int(os.environ.get("IMPORT_CHUNK_ROWS", "5000"))
+# Files of at least this many rows are read in a process of their own (imports.services);
+# unset: never (on 2 cores PostgreSQL needs the second one).
+_reader_rows = os.environ.get("IMPORT_READER_PROCESS_MIN_ROWS", "")
+IMPORT_READER_PROCESS_MIN_ROWS = int(_reader_rows) if _reader_rows else None
 SEGMENT_EXPORT_BATCH = int(os.environ.get("SEGMENT_EXPORT_BATCH", "2000"))
 PEOPLE_EXPORT_BATCH = int(os.environ.get("PEOPLE_EXPORT_BATCH", "2000"))
 # The home overview is counted by beat this often (profiles.overview), never per page load.

@@ -46,7 +46,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from profiles.models import EventPropertyMapping, Source, new_ct_id
+from profiles.models import EventPropertyMapping, Source, new_ct_ids
 from profiles.operations import STRING_FIELDS, plan_profile_update
 from profiles.properties import (
     DEFAULT_PROPERTIES,
@@ -215,6 +215,14 @@ class _Planner:
         self.new_types: dict[str, str] = {}
         self.rejected: list[RowRejection] = []
         self.read_pairs: set[tuple[str, str]] = set()  # identifiers whose holder was read
+        self._ct_ids: list[str] = []
+        self._ct_ids_drawn = 0
+
+    def _new_ct_id(self) -> str:
+        if not self._ct_ids:  # a few for a small (API) batch, then more and more
+            self._ct_ids = new_ct_ids(min(1024, max(16, self._ct_ids_drawn)))
+            self._ct_ids_drawn += len(self._ct_ids)
+        return self._ct_ids.pop()
 
     # Loading ---------------------------------------------------------------------
 
@@ -362,8 +370,9 @@ class _Planner:
         if token is not None:  # held by a profile we did not load: cannot happen for keys
             raise BulkConflict
         new = _State(
-            token=len(self.states), profile_id=None, ct_id=new_ct_id(), fields=_empty_fields(),
-            custom={}, identifiers=set(), original_identifiers=frozenset(),
+            token=len(self.states), profile_id=None, ct_id=self._new_ct_id(),
+            fields=_empty_fields(), custom={}, identifiers=set(),
+            original_identifiers=frozenset(),
         )  # fmt: skip
         if key[0] == "objectId":
             new.object_id = key[1]

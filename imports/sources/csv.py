@@ -22,6 +22,7 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
+import functools
 import io
 import math
 import re
@@ -358,6 +359,7 @@ def detect_type(values: list[str]) -> str:
     return "string"
 
 
+@functools.lru_cache(maxsize=64)  # a file has a few formats, each used on every row
 def strptime_format(pattern: str) -> str:
     """CleverTap's `dd/MM/yyyy HH:mm:ss` -> strptime's `%d/%m/%Y %H:%M:%S`."""
     out, position = [], 0
@@ -371,6 +373,55 @@ def strptime_format(pattern: str) -> str:
             out.append(pattern[position].replace("%", "%%"))
             position += 1
     return "".join(out)
+
+
+# The numeric tokens of a date pattern as regex groups (ASCII digits only; strptime
+# takes what this does not, and _numeric_date leaves those to it).
+NUMERIC_DATE_TOKENS = {"yyyy": "(?P<year>[0-9]{4})", "MM": "(?P<month>[0-9]{1,2})",
+                       "dd": "(?P<day>[0-9]{1,2})", "HH": "(?P<hour>[0-9]{1,2})",
+                       "mm": "(?P<minute>[0-9]{1,2})", "ss": "(?P<second>[0-9]{1,2})"}  # fmt: skip
+
+
+@functools.lru_cache(maxsize=64)
+def _numeric_date_pattern(pattern: str) -> re.Pattern[str] | None:
+    """A regex for a pattern made of yyyy, MM, dd, HH, mm, ss and literals; None for
+    patterns with month names or two-digit years (strptime handles those)."""
+    out, position, seen = [], 0, set()
+    while position < len(pattern):
+        token = next((t for t, _ in DATE_TOKENS if pattern.startswith(t, position)), None)
+        if token is not None and (token not in NUMERIC_DATE_TOKENS or token in seen):
+            return None
+        if token is not None:
+            out.append(NUMERIC_DATE_TOKENS[token])
+            seen.add(token)
+            position += len(token)
+        else:
+            out.append(re.escape(pattern[position]))
+            position += 1
+    if not {"yyyy", "MM", "dd"} <= seen:
+        return None
+    return re.compile("".join(out))
+
+
+def _numeric_date(text: str, date_format: str) -> dt.datetime | None:
+    """The fast path of parse_date for numeric patterns (strptime is ~10 µs a cell):
+    the same result as strptime for every value it accepts, None for the rest (which
+    strptime then parses or refuses with its message)."""
+    pattern = _numeric_date_pattern(date_format)
+    match = pattern.fullmatch(text) if pattern is not None else None
+    if match is None:
+        return None
+    parts = match.groupdict()
+    timed = "hour" in parts
+    try:
+        return dt.datetime(
+            int(parts["year"]), int(parts["month"]), int(parts["day"]),
+            int(parts["hour"]) if timed else DEFAULT_TIME.hour,
+            int(parts.get("minute") or 0) if timed else 0,
+            int(parts.get("second") or 0) if timed else 0, tzinfo=dt.UTC,
+        )  # fmt: skip
+    except ValueError:
+        return None
 
 
 def _date_part(pattern: str) -> str:
@@ -389,6 +440,9 @@ def parse_date(value: str, date_format: str = "") -> dt.datetime:
         except (OverflowError, OSError, ValueError):
             raise CellError(f"'{value}' is not a valid $D_<epoch> date.") from None
     if date_format:
+        fast = _numeric_date(text, date_format)
+        if fast is not None:
+            return fast
         formats = [strptime_format(date_format), strptime_format(_date_part(date_format))]
         for position, fmt in enumerate(formats):
             try:

@@ -206,6 +206,26 @@ def test_rejected_rows_carry_the_api_codes_and_messages(write_csv, run_file):
     assert (caught.value.code, caught.value.message) == rejected(run)[0][3:]
 
 
+def test_a_row_reports_all_its_errors_at_once(write_csv, run_file):
+    path = write_csv(
+        "identity,Email,Phone,Gender,Score<Float>\n"
+        "u1,not-an-email,12,X,high\n"
+        "u2,ok@example.com,+14155550123,F,1.5\n"
+    )
+    run = run_file(path)
+    assert (run.rows_rejected, run.profiles_created) == (1, 1)
+    [(row, column, value, code, reason)] = rejected(run)
+    assert (row, column, value, code) == (2, "Email · Phone · Gender · Score<Float>",
+                                          "not-an-email · 12 · X · high", 515)  # fmt: skip
+    assert reason.split(" · ") == [
+        "Profile data is incorrect. Email is not valid.",
+        "Profile data is incorrect. Phone is not valid.",
+        "Profile data is incorrect. Gender needs to be M/F.",
+        "Value of 'Score': 'high' is not a number.",
+    ]
+    assert not Identifier.objects.filter(value="u1").exists()  # nothing of it was written
+
+
 def test_a_property_keeps_its_first_type(write_csv, run_file):
     PropertyDefinition.objects.create(scope="profile", name="Score", type="number")
     run = run_file(write_csv("identity,Score\nu1,12\n"))
@@ -300,6 +320,8 @@ django.setup()
 from django.conf import settings
 import imports.services as pipeline
 settings.IMPORT_CHUNK_ROWS = 3
+if sys.argv[3] == "reader-process":  # chunks read in a process of their own (big files)
+    settings.IMPORT_READER_PROCESS_MIN_ROWS = 0
 settings.STORAGES = {**settings.STORAGES, "default": {
     "BACKEND": "django.core.files.storage.FileSystemStorage",
     "OPTIONS": {"location": sys.argv[2]},
@@ -327,21 +349,28 @@ pipeline.import_run_execute(import_run_id=int(sys.argv[1]))
 """
 
 
-def _worker_killed_after_first_chunk(run: ImportRun, media: Path) -> subprocess.CompletedProcess:
+def _worker_killed_after_first_chunk(
+    run: ImportRun, media: Path, reading: str
+) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "DATABASE_URL": test_database_url(),
         "DJANGO_SETTINGS_MODULE": "config.settings",
     }
     return subprocess.run(
-        [sys.executable, "-c", KILLER, str(run.pk), str(media)],
+        [sys.executable, "-c", KILLER, str(run.pk), str(media), reading],
         env=env, cwd=Path(__file__).resolve().parents[2], capture_output=True, timeout=120,
     )  # fmt: skip
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("kind", ["profiles", "events"])
-def test_a_worker_killed_mid_import_resumes_without_duplicates(write_csv, settings, media, kind):
+@pytest.mark.parametrize(
+    "kind,reading",
+    [("profiles", "in-process"), ("events", "in-process"), ("profiles", "reader-process")],
+)
+def test_a_worker_killed_mid_import_resumes_without_duplicates(
+    write_csv, settings, media, kind, reading
+):
     from django.core.files import File
 
     from imports.services import import_run_create
@@ -354,7 +383,7 @@ def test_a_worker_killed_mid_import_resumes_without_duplicates(write_csv, settin
     run.status = "queued"
     run.save()
 
-    killed = _worker_killed_after_first_chunk(run, media)
+    killed = _worker_killed_after_first_chunk(run, media, reading)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
     run.refresh_from_db()
     assert (run.status, run.rows_done, run.last_committed_row) == ("running", 3, 4)

@@ -149,3 +149,51 @@ def test_the_import_closes_the_connections_it_opened(write_csv, chunk_threads):
     while (others := _other_connections()) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert others == 0
+
+
+@pytest.fixture
+def reader_process(settings, monkeypatch):
+    """Chunks are read and checked in the reader process (as a big file's are)."""
+    from imports import services
+
+    settings.IMPORT_READER_PROCESS_MIN_ROWS = 0
+    started: list[bool] = []
+    original = services._reader_process
+
+    def recording():
+        started.append(True)
+        return original()
+
+    monkeypatch.setattr(services, "_reader_process", recording)
+    return started
+
+
+def test_one_person_in_many_chunks_read_in_another_process_ends_as_the_last_row(
+    write_csv, chunk_threads, slow_writes, reader_process
+):
+    # u1 has a row in nearly every chunk (2 rows each), between other people; it is read
+    # in the reader process while earlier chunks write: the last row in file order wins.
+    rows = []
+    for n in range(12):
+        rows.append(f"u1,Name {n},+4420794600{n:02d},{n}\n")
+        rows.append(f"p{n},Other {n},,\n")
+    rows.append("u2,Bad,not a phone,x\n")
+    run = import_file(write_csv("identity,Name,Phone,Visits<Integer>\n" + "".join(rows)))
+    assert reader_process and len(chunk_threads) == PIPELINE_DEPTH
+    assert (run.status, run.rows_done, run.profiles_created) == ("done", 25, 13)
+    person = Profile.objects.get(identifiers__kind="identity", identifiers__value="u1")
+    assert (person.name, person.phone, person.custom) == (
+        "Name 11",
+        "+442079460011",
+        {"Visits": 11},
+    )
+    assert holder("phone", "+442079460011") == "u1"
+    assert Identifier.objects.filter(profile=person, kind="phone").count() == 1
+    assert list(
+        PropertyChange.objects.filter(profile=person, property="Name")
+        .order_by("id").values_list("new_value", flat=True)
+    ) == [f"Name {n}" for n in range(1, 12)]  # fmt: skip
+    # A row refused while reading (in the other process) reports all its problems.
+    refusal = ImportRejectedRow.objects.get()
+    assert (refusal.row_number, refusal.column) == (26, "Phone · Visits<Integer>")
+    assert "Phone is not valid." in refusal.reason and "'x' is not a whole number" in refusal.reason

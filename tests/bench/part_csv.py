@@ -1,19 +1,30 @@
-"""Part 4: CSV import of a generated profile file (10 columns, new and existing people).
+"""Part 4: CSV import of two generated profile files (10 columns each).
 
-- rows/s of our import (imports.services.import_run_execute: parse, validate with
-  the API's rules, set-based writes through profiles.bulk);
+- `new`: all-new people with phone numbers and a declared date format (identity, Name,
+  Email, Phone, Gender, City, Plan, Score, Active, `Signup<dd/MM/yyyy HH:mm:ss>`);
+- `mix`: half existing people (same name and email, new custom values), half new ones.
+
+For each file:
+- rows/s of our import (imports.services.import_run_execute: parse, validate with the
+  API's rules, set-based writes), run in a child process (`python -m tests.bench.part_csv
+  PATH`) so its peak RSS is the import's own;
 - the same file COPY'd raw into a bare table: the floor PostgreSQL sets;
 - django-import-export importing a sample of the same rows into the same models
-  (installed into the venv for the benchmark only, never a project dependency).
+  (a dev dependency), and the ratios.
 
+`BENCH_CSV_ROWS` overrides the row count (default 1,000,000; `--quick`: 20,000),
+`BENCH_CSV_DIE_ROWS` the django-import-export sample (10,000; 2,000), `BENCH_CSV_FILES`
+the files (`new,mix`).
 The new people it creates are deleted afterwards; existing people keep the custom
-properties it sets (City, Plan, Score, Visits, Premium), with fresh values each run.
+properties it sets, with fresh values each run.
 """
 
 from __future__ import annotations
 
-import importlib
+import json
+import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -23,9 +34,11 @@ from pathlib import Path
 from tests.bench import BenchContext, Figure
 
 PART = "csv"
-HEADER = ["identity", "Name", "Email", "Gender", "DOB", "City", "Plan", "Score<Float>",
-          "Visits<Integer>", "Premium<Boolean>"]  # fmt: skip
-DIE_REQUIREMENT = "django-import-export>=4.3,<5"
+ROOT = Path(__file__).resolve().parents[2]
+MIX_HEADER = ["identity", "Name", "Email", "Gender", "DOB", "City", "Plan", "Score<Float>",
+              "Visits<Integer>", "Premium<Boolean>"]  # fmt: skip
+NEW_HEADER = ["identity", "Name", "Email", "Phone", "Gender", "City", "Plan", "Score",
+              "Active", "Signup<dd/MM/yyyy HH:mm:ss>"]  # fmt: skip
 
 
 def _existing_people(limit: int) -> list[tuple[str, str, str]]:
@@ -41,7 +54,7 @@ def _existing_people(limit: int) -> list[tuple[str, str, str]]:
         return cursor.fetchall()
 
 
-def _write_file(path: Path, rows: int, tag: str) -> None:
+def _write_mix(path: Path, rows: int, tag: str) -> None:
     """Half the rows are existing people (same name and email, new custom values),
     half are new people, interleaved."""
     import csv
@@ -51,7 +64,7 @@ def _write_file(path: Path, rows: int, tag: str) -> None:
     cities = [f"City {n}" for n in range(500)]
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\r\n")
-        writer.writerow(HEADER)
+        writer.writerow(MIX_HEADER)
         for n in range(rows):
             custom = [rng.choice(cities), rng.choice(["free", "pro", "gold"]),
                       f"{rng.random() * 100:.2f}", rng.randrange(1000),
@@ -67,10 +80,37 @@ def _write_file(path: Path, rows: int, tag: str) -> None:
                 ])  # fmt: skip
 
 
-def _raw_copy_seconds(path: Path) -> float:
+def _phone(n: int) -> str:
+    """The n-th of 100,000,000 valid UK mobile numbers (+44 7400… to +44 7499…: every
+    number of these ranges is valid, unlike some of +44 7…)."""
+    return f"+44{7400 + n // 1_000_000}{n % 1_000_000:06d}"
+
+
+def _write_new(path: Path, rows: int, tag: str) -> None:
+    """Every row a new person, each with their own (valid, UK mobile) phone number."""
+    import csv
+
+    rng = random.Random(tag)
+    cities = [f"City {n}" for n in range(500)]
+    base = rng.randrange(10_000_000)  # phones differ from run to run (never held already)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\r\n")
+        writer.writerow(NEW_HEADER)
+        for n in range(rows):
+            writer.writerow([
+                f"csvbench-{tag}-{n}", f"New Person {n}", f"csvbench-{tag}-{n}@example.com",
+                _phone((base + n * 7) % 100_000_000), rng.choice("MF"),
+                rng.choice(cities), rng.choice(["free", "pro", "gold"]),
+                f"{rng.random() * 100:.2f}", rng.choice(["true", "false"]),
+                f"{rng.randrange(1, 29):02d}/{rng.randrange(1, 13):02d}/20"
+                f"{rng.randrange(10, 26)} {rng.randrange(24):02d}:{rng.randrange(60):02d}:00",
+            ])  # fmt: skip
+
+
+def _raw_copy_seconds(path: Path, width: int) -> float:
     from django.db import connection
 
-    columns = ", ".join(f"c{n} text" for n in range(len(HEADER)))
+    columns = ", ".join(f"c{n} text" for n in range(width))
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE UNLOGGED TABLE IF NOT EXISTS bench_csv_raw ({columns})")
         cursor.execute("TRUNCATE bench_csv_raw")
@@ -86,31 +126,32 @@ def _raw_copy_seconds(path: Path) -> float:
     return seconds
 
 
-def _import_export():
-    try:
-        return importlib.import_module("import_export.resources")
-    except ImportError:
-        print(f"{PART:<10} installing {DIE_REQUIREMENT} for the comparison…", flush=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", DIE_REQUIREMENT], check=True
-        )
-        importlib.invalidate_caches()
-        return importlib.import_module("import_export.resources")
-
-
 def _die_rows_per_second(path: Path, sample: int) -> float:
     """django-import-export on the first `sample` rows, into the same models: the
-    profile (default fields + custom JSON) and its identity/email identifiers. The
-    import runs in a transaction rolled back at the end (dry run), so it leaves nothing."""
-    resources = _import_export()
+    profile (default fields + custom JSON) and its identity/email/phone identifiers.
+    The import runs in a transaction rolled back at the end (dry run): it leaves nothing."""
     import tablib
+    from import_export import resources
 
+    from imports.sources.csv import convert, parse_header_cell
     from profiles.models import Identifier, Profile
+    from profiles.properties import normalize_phone
+
+    lines = path.read_text(encoding="utf-8").splitlines()[: sample + 1]
+    dataset = tablib.Dataset().load("\n".join(lines), format="csv")
+    defaults = {"Name": "name", "Email": "email", "Phone": "phone", "Gender": "gender",
+                "DOB": "dob"}  # fmt: skip
+    types = {"Score": "float", "Active": "boolean"}
+    custom_columns = [
+        (header, spec.name, spec.declared_type or types.get(spec.name, "string"), spec.date_format)
+        for header in dataset.headers
+        if (spec := parse_header_cell(header)).name not in defaults and header != "identity"
+    ]
 
     class ProfileResource(resources.ModelResource):
         class Meta:
             model = Profile
-            fields = ("name", "email", "gender", "dob")
+            fields = ()
             import_id_fields = ()
             skip_diff = True
 
@@ -122,32 +163,82 @@ def _die_rows_per_second(path: Path, sample: int) -> float:
             return Profile()
 
         def before_save_instance(self, instance, row, **kwargs):
+            for header, field in defaults.items():
+                if row.get(header):
+                    value = row[header]
+                    setattr(instance, field, normalize_phone(value) if field == "phone" else value)
             instance.custom = {
-                **instance.custom, "City": row["City"], "Plan": row["Plan"],
-                "Score": float(row["Score<Float>"]), "Visits": int(row["Visits<Integer>"]),
-                "Premium": row["Premium<Boolean>"] == "true",
+                **instance.custom,
+                **{name: convert(row[header], kind, fmt)
+                   for header, name, kind, fmt in custom_columns if row[header]},
             }  # fmt: skip
-            instance.gender = instance.gender or ""
             instance.dob = instance.dob or None
 
         def after_save_instance(self, instance, row, **kwargs):
             Identifier.objects.get_or_create(kind="identity", value=row["identity"],
                                              defaults={"profile": instance})  # fmt: skip
-            if row["Email"]:
+            if row.get("Email"):
                 Identifier.objects.get_or_create(kind="email", value=row["Email"].lower(),
                                                  defaults={"profile": instance})  # fmt: skip
+            if row.get("Phone"):
+                Identifier.objects.get_or_create(kind="phone", value=instance.phone,
+                                                 defaults={"profile": instance})  # fmt: skip
 
-    lines = path.read_text(encoding="utf-8").splitlines()[: sample + 1]
-    dataset = tablib.Dataset().load("\n".join(lines), format="csv")
-    for row in dataset.dict:
-        for key in ("Gender", "DOB"):
-            row.setdefault(key, "")
     started = time.perf_counter()
     result = ProfileResource().import_data(dataset, dry_run=True, use_transactions=True)
     seconds = time.perf_counter() - started
     if result.has_errors() or result.has_validation_errors():
         raise RuntimeError("django-import-export reported errors on the sample")
     return sample / seconds
+
+
+def _import_in_child(path: Path) -> dict:
+    """Run the import in a fresh process; its timings, counters and peak RSS."""
+    env = {**os.environ, "IMPORT_MAX_UPLOAD_BYTES": str(path.stat().st_size + 1)}
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.bench.part_csv", str(path)],
+        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _child(path: Path) -> None:
+    """`python -m tests.bench.part_csv PATH`: import PATH and print one JSON line."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    from django.core.files import File
+
+    from imports.services import import_run_create, import_run_execute
+
+    started = time.perf_counter()
+    with path.open("rb") as handle:
+        created = import_run_create(
+            kind="profiles", file_name=path.name, content=File(handle, path.name), origin="cli"
+        )
+    inspect_seconds = time.perf_counter() - started
+    started, cpu_started = time.perf_counter(), time.process_time()
+    run = import_run_execute(import_run_id=created.pk)
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    reader = resource.getrusage(resource.RUSAGE_CHILDREN)  # the reader process of a big file
+    result = {
+        "run": run.pk,
+        "status": run.status,
+        "error": run.error,
+        "rows": run.rows_done,
+        "rejected": run.rows_rejected,
+        "created": run.profiles_created,
+        "updated": run.profiles_updated,
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "reader_cpu_seconds": reader.ru_utime + reader.ru_stime,
+        "inspect_seconds": inspect_seconds,
+        "peak_rss_mb": own.ru_maxrss / 1024,
+        "reader_peak_rss_mb": reader.ru_maxrss / 1024,
+    }
+    print(json.dumps(result))
 
 
 def _cleanup(tag: str, run_ids: list[int]) -> None:
@@ -172,67 +263,87 @@ def _cleanup(tag: str, run_ids: list[int]) -> None:
         run.delete()
 
 
+FILES = {
+    "new": ("all-new people with phones", _write_new, NEW_HEADER),
+    "mix": ("half updates, half new", _write_mix, MIX_HEADER),
+}
+
+
 def run(ctx: BenchContext) -> list[Figure]:
-    from django.test import override_settings
-
-    from imports.services import import_run_create, import_run_execute
-
-    rows = 20_000 if ctx.quick else 1_000_000
-    sample = 2_000 if ctx.quick else 10_000
-    tag = str(int(time.time()))
+    rows = int(os.environ.get("BENCH_CSV_ROWS") or (20_000 if ctx.quick else 1_000_000))
+    sample = int(os.environ.get("BENCH_CSV_DIE_ROWS") or (2_000 if ctx.quick else 10_000))
     figures: list[Figure] = []
-    with tempfile.TemporaryDirectory(prefix="bench-csv-") as directory:
-        path = Path(directory) / "profiles.csv"
-        _write_file(path, rows, tag)
-        size_mb = path.stat().st_size / 1e6
-        print(f"{PART:<10} generated {rows:,} rows x {len(HEADER)} columns ({size_mb:,.0f} MB)",
-              flush=True)  # fmt: skip
-
-        copy_seconds = _raw_copy_seconds(path)
-        die_rate = _die_rows_per_second(path, sample)
-
-        started = time.perf_counter()
-        # The dashboard's 50 MB upload limit would refuse the benchmark's 1M-row
-        # file (~106 MB); the pipeline itself has no such bound.
-        with (
-            path.open("rb") as handle,
-            override_settings(IMPORT_MAX_UPLOAD_BYTES=path.stat().st_size + 1),
-        ):
-            from django.core.files import File
-
-            created = import_run_create(
-                kind="profiles",
-                file_name="bench.csv",
-                content=File(handle, "bench.csv"),
-                origin="cli",
-            )
-        inspect_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        with override_settings(IMPORT_MAX_UPLOAD_BYTES=path.stat().st_size + 1):
-            finished = import_run_execute(import_run_id=created.pk)
-        seconds = time.perf_counter() - started
-        if finished.status != "done" or finished.rows_rejected:
-            raise RuntimeError(f"bench import: {finished.status} {finished.error} "
-                               f"({finished.rows_rejected} rows rejected)")  # fmt: skip
-        rate = rows / seconds
-        _cleanup(tag, [created.pk])
-
-    figures += [
-        Figure(
-            PART,
-            f"our import: rows/s ({rows:,} rows, "
-            f"{finished.profiles_created:,} new, {finished.profiles_updated:,} updated)",
-            rate,
-            "rows/s",
-            "≥ 20,000",
-        ),
-        Figure(PART, "our import: seconds for the file", seconds, "s"),
-        Figure(
-            PART, "upload check before import (encoding, delimiter, rows)", inspect_seconds, "s"
-        ),
-        Figure(PART, "raw PostgreSQL COPY of the same file into a bare table", copy_seconds, "s"),
-        Figure(PART, f"raw COPY: rows/s ({rows:,} rows)", rows / copy_seconds, "rows/s"),
-        Figure(PART, f"django-import-export: rows/s (first {sample:,} rows)", die_rate, "rows/s"),
-        Figure(PART, "our import ÷ django-import-export", rate / die_rate, "times", "≥ 10"),
-    ]
+    for key in os.environ.get("BENCH_CSV_FILES", "new,mix").split(","):
+        label, write, header = FILES[key]
+        tag = f"{key}{int(time.time())}"
+        with tempfile.TemporaryDirectory(prefix="bench-csv-") as directory:
+            path = Path(directory) / f"{key}.csv"
+            write(path, rows, tag)
+            size_mb = path.stat().st_size / 1e6
+            print(f"{PART:<10} {key}: generated {rows:,} rows x {len(header)} columns "
+                  f"({size_mb:,.0f} MB)", flush=True)  # fmt: skip
+            copy_seconds = _raw_copy_seconds(path, len(header))
+            die_rate = _die_rows_per_second(path, min(sample, rows))
+            child = _import_in_child(path)
+            if child["status"] != "done" or child["rejected"]:
+                raise RuntimeError(f"bench import {key}: {child}")
+            _cleanup(tag, [child["run"]])
+        rate = rows / child["seconds"]
+        figures += [
+            Figure(PART, f"{key}: our import rows/s ({label})", rate, "rows/s", "≥ 20,000"),
+            Figure(
+                PART,
+                f"{key}: our import, seconds for {rows:,} rows "
+                f"({child['created']:,} new, {child['updated']:,} updated)",
+                child["seconds"],
+                "s",
+            ),
+            # The machine is shared: CPU time says what the import itself costs.
+            Figure(
+                PART,
+                f"{key}: CPU µs per row, importing process",
+                child["cpu_seconds"] / rows * 1e6,
+                "µs",
+            ),
+            Figure(
+                PART,
+                f"{key}: CPU µs per row, its reader process",
+                child["reader_cpu_seconds"] / rows * 1e6,
+                "µs",
+            ),
+            Figure(
+                PART,
+                f"{key}: upload check before import (encoding, rows)",
+                child["inspect_seconds"],
+                "s",
+            ),
+            Figure(
+                PART, f"{key}: import peak RSS ({size_mb:,.0f} MB file)", child["peak_rss_mb"], "MB"
+            ),
+            Figure(
+                PART, f"{key}: its reader process's peak RSS", child["reader_peak_rss_mb"], "MB"
+            ),
+            Figure(
+                PART, f"{key}: raw PostgreSQL COPY of the file into a bare table", copy_seconds, "s"
+            ),
+            Figure(
+                PART,
+                f"{key}: our import time ÷ raw COPY time",
+                child["seconds"] / copy_seconds,
+                "times",
+            ),
+            Figure(
+                PART,
+                f"{key}: django-import-export rows/s (first {min(sample, rows):,} rows)",
+                die_rate,
+                "rows/s",
+            ),
+            Figure(
+                PART, f"{key}: our import ÷ django-import-export", rate / die_rate, "times", "≥ 10"
+            ),
+        ]
     return figures
+
+
+if __name__ == "__main__":
+    _child(Path(sys.argv[1]))
