@@ -38,6 +38,7 @@ from campaigns.models import (
     RunStatus,
 )
 from campaigns.personalise import TemplateProblem, profile_context, render, template_check
+from config.jobs import JobInterrupted, handed_back_heartbeat, job_stop_requested
 from profiles.models import Device, Event, Profile
 from profiles.selectors import test_profiles_q
 from segments.compiler import SegmentDefinitionError, compile_definition
@@ -356,6 +357,11 @@ def _deliver_pending(run: CampaignRun) -> CampaignRun:
         run.refresh_from_db(fields=["stop_requested"])
         if run.stop_requested:
             return _finish(run, RunStatus.STOPPED)
+        if job_stop_requested():
+            # The worker is stopping: every batch so far is delivered and recorded.
+            # Hand the run back, claimable at once by its re-queued task or the sweep.
+            CampaignRun.objects.filter(pk=run.pk).update(heartbeat=handed_back_heartbeat())
+            raise JobInterrupted
         started = time.monotonic()
         claimed = _claim(run, size, after=last)
         if not claimed:

@@ -2,7 +2,7 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from campaigns import services
-from config.jobs import register_recoverable_job
+from config.jobs import JobInterrupted, job_continue_later, register_recoverable_job
 
 
 @shared_task(
@@ -15,7 +15,10 @@ from config.jobs import register_recoverable_job
 )
 def campaign_run_task(run_id: int) -> None:
     """Assign outcomes and deliver one run (idempotent: claimed rows are never resent)."""
-    services.run_execute(run_id)
+    try:
+        services.run_execute(run_id)
+    except JobInterrupted:  # the worker is stopping: the next start goes on with it
+        job_continue_later(campaign_run_task, run_id)
 
 
 @shared_task(acks_late=True, soft_time_limit=50, time_limit=60)

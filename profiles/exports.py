@@ -30,6 +30,7 @@ from django.http import QueryDict
 from django.utils import timezone
 
 from config.csvsafe import UTF8_BOM, formula_safe
+from config.jobs import JobInterrupted, handed_back_heartbeat, job_stop_check
 from profiles.models import PeopleExport, PeopleExportStatus, Profile
 
 logger = logging.getLogger(__name__)
@@ -160,6 +161,7 @@ def people_export_run(*, export_id: int) -> PeopleExport | None:
         with _open_at_checkpoint(export) as handle:
             last_pk, done = export.last_pk, export.rows_done
             while True:
+                job_stop_check()  # a stopping worker: the next start resumes at the checkpoint
                 batch = list(members.filter(pk__gt=last_pk).order_by("pk")[: export_batch()])
                 if not batch:
                     break
@@ -177,6 +179,9 @@ def people_export_run(*, export_id: int) -> PeopleExport | None:
         )
     except (OperationalError, InterfaceError):
         raise  # transient: the task retries and resumes from the checkpoint
+    except JobInterrupted:
+        PeopleExport.objects.filter(pk=export.pk).update(heartbeat_at=handed_back_heartbeat())
+        raise
     except Exception as error:
         logger.exception("people export %s failed", export_id)
         PeopleExport.objects.filter(pk=export.pk).update(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from config.jobs import register_recoverable_job
+from config.jobs import JobInterrupted, job_continue_later, register_recoverable_job
 from profiles import exports, overview
 from profiles.models import PeopleExport, PeopleExportStatus
 
@@ -36,7 +36,10 @@ def overview_refresh_task() -> None:
 )
 def people_export_task(export_id: int) -> None:
     """Write one Find People export (idempotent: a re-run resumes from its checkpoint)."""
-    exports.people_export_run(export_id=export_id)
+    try:
+        exports.people_export_run(export_id=export_id)
+    except JobInterrupted:  # the worker is stopping: the next start resumes it
+        job_continue_later(people_export_task, export_id)
 
 
 def _stale_export_ids(cutoff):

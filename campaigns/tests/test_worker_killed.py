@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PEOPLE = 40
 
 
-def start_worker(smtp_port: int) -> subprocess.Popen:
+def start_worker(smtp_port: int, pool: str = "solo") -> subprocess.Popen:
     env = {**os.environ, "DATABASE_URL": test_database_url(),
            "CELERY_BROKER_URL": django_settings.CELERY_BROKER_URL,
            "EMAIL_HOST": "127.0.0.1", "EMAIL_PORT": str(smtp_port),
@@ -34,7 +34,8 @@ def start_worker(smtp_port: int) -> subprocess.Popen:
            # The test runs the recovery sweep itself, at once (no beat here).
            "JOB_HEARTBEAT_STALE_SECONDS": "0"}  # fmt: skip
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=solo",
+        [sys.executable, "-m", "celery", "-A", "config", "worker", f"--pool={pool}",
+         "--concurrency=1",
          "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "WARNING"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -98,3 +99,46 @@ def test_a_killed_worker_is_resumed_and_nobody_is_messaged_twice(smtp_inbox, set
     assert set(recipients) - sent <= interrupted
     assert len(interrupted) <= 8
     assert sent | interrupted == set(rows)
+
+
+def test_a_stopping_worker_hands_the_send_back_and_the_next_start_finishes_it(smtp_inbox, settings):
+    from config.celery import app
+
+    app.control.purge()
+    segment = Segment.objects.create(name="Everyone", definition={"all": []})
+    for n in range(PEOPLE):
+        ProfileFactory(name=f"P{n}", email=f"p{n}@example.com")
+    campaign = Campaign.objects.create(name="Big", segment=segment, subject="Hi", body="Hello")
+    port = settings.EMAIL_PORT
+    # prefork, as make run starts it: the pool's child reads the stop flag.
+    worker = start_worker(port, pool="prefork")
+    try:
+        run = services.send_start(campaign, user=None)
+        wait_until(lambda: len(smtp_inbox.messages) >= 8, seconds=180)
+        worker.send_signal(signal.SIGTERM)  # a warm shutdown, as make run stops it
+        assert worker.wait(timeout=60) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    before = len(smtp_inbox.messages)
+    assert before < PEOPLE, "the send finished before the worker was stopped"
+    stopped = CampaignRun.objects.get(pk=run.pk)
+    assert stopped.status == RunStatus.DELIVERING
+    # Stopped between batches: nothing claimed and unsent is left behind.
+    assert not Delivery.objects.filter(run=run, outcome=Outcome.CLAIMED).exists()
+
+    worker = start_worker(port, pool="prefork")  # no sweep: the task was queued again
+    try:
+        wait_until(lambda: CampaignRun.objects.get(pk=run.pk).finished, seconds=120)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    run = CampaignRun.objects.get(pk=run.pk)
+    assert run.status == RunStatus.DONE
+    recipients = [message["To"] for message in smtp_inbox.messages]
+    assert sorted(recipients) == sorted(f"p{n}@example.com" for n in range(PEOPLE))
+    outcomes = set(Delivery.objects.filter(run=run).values_list("outcome", flat=True))
+    assert outcomes == {Outcome.SENT}
