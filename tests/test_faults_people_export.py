@@ -18,14 +18,10 @@ from tests.test_faults import TEST_ACTOR, _recover_until, _wait, worker_processe
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_a_people_export_cut_off_by_a_killed_worker_resumes_and_finishes(
-    worker_processes,  # noqa: F811 -- the fixture imported above
-    settings,
-    tmp_path,
-):
+def _export_of_people(people: int, settings, tmp_path) -> PeopleExport:
+    """`people` people named "Person n", and an export of them waiting for a worker."""
     ensure_role_groups()
     use_temporary_media(settings, tmp_path)
-    people = 1500
     result = ingest_records(
         [{"type": "profile", "identity": f"p{n}", "profileData": {"Name": f"Person {n}"}}
          for n in range(people)],
@@ -35,7 +31,16 @@ def test_a_people_export_cut_off_by_a_killed_worker_resumes_and_finishes(
     from django.contrib.auth import get_user_model
 
     user = get_user_model().objects.create_user("exporter", password="x")
-    export = people_export_start(filters={"q": "person"}, user=user)
+    return people_export_start(filters={"q": "person"}, user=user)
+
+
+def test_a_people_export_cut_off_by_a_killed_worker_resumes_and_finishes(
+    worker_processes,  # noqa: F811 -- the fixture imported above
+    settings,
+    tmp_path,
+):
+    people = 1500
+    export = _export_of_people(people, settings, tmp_path)
 
     first = worker_processes(PEOPLE_EXPORT_BATCH="3")
     _wait(
@@ -65,19 +70,8 @@ def test_a_people_export_stopped_by_a_stopping_worker_resumes_on_the_next_start(
     settings,
     tmp_path,
 ):
-    ensure_role_groups()
-    use_temporary_media(settings, tmp_path)
     people = 1500
-    result = ingest_records(
-        [{"type": "profile", "identity": f"p{n}", "profileData": {"Name": f"Person {n}"}}
-         for n in range(people)],
-        actor=TEST_ACTOR,
-    )  # fmt: skip
-    assert not result.refusals
-    from django.contrib.auth import get_user_model
-
-    user = get_user_model().objects.create_user("exporter", password="x")
-    export = people_export_start(filters={"q": "person"}, user=user)
+    export = _export_of_people(people, settings, tmp_path)
 
     first = worker_processes(PEOPLE_EXPORT_BATCH="3")
     _wait(
