@@ -74,7 +74,7 @@ from profiles.services import (
     sqlstate_of,
 )
 
-KEY_KINDS = ("identity", "email", "phone", "objectId")
+KEY_KINDS = ("identity", "email", "phone", "fbid", "gpid", "objectId")
 MAX_BATCH_ATTEMPTS = 6
 DEFAULT_FIELDS = [prop.field for prop in DEFAULT_PROPERTIES.values()]
 T = TypeVar("T")

@@ -199,13 +199,15 @@ def upload_record(record: object, *, actor: Actor) -> None:
         )
 
 
-# The set-based path. Records naming their person by one key (a top-level
-# identity, or an event's objectId) go through profiles.bulk in one call per
-# kind (per event name for events); everything else (onUserLogin records,
-# FBID/GPID) goes record by record through the services. A person named by
-# records of more than one of those groups is handled record by record, in
-# order, so the order of one person's records is always kept. If a bulk call
-# fails as a whole, its records are retried one by one.
+# The set-based path. Records naming their person by one key (identity, FBID,
+# GPID, or a device's objectId), and onUserLogin records naming one identifier,
+# go through profiles.bulk: one call for the profile records, one for the events.
+# What it does not take (logins naming several identifiers, logins it defers:
+# a device's profile to identify, link or leave; device tokens) goes record by
+# record through the services. A person named by records of more than one of
+# those groups is handled record by record, in order (each record the set-based
+# path takes as a batch of one), so one person's records always keep their order.
+# If a set-based call fails as a whole, its records are retried one by one.
 
 
 @dataclass
@@ -240,19 +242,25 @@ def _plan(number: int, record: object) -> _Planned:
     ts = _record_ts(record)
     if record["type"] == "profile":
         data = record.get("profileData", {})
-        if set(identifiers) != {"identity"} or not isinstance(data, dict):
-            return single
-        if device_id is not None and (_has_profile_identifier(data) or not _new_user(record)):
+        if not isinstance(data, dict) or len(identifiers) > 1:
+            return single  # refused, or a record naming several identifiers: one by one
+        login = device_id is not None and (identifiers or _has_profile_identifier(data))
+        if login and (not identifiers or _has_profile_identifier(data) or not _new_user(record)):
             return single  # a login naming more identifiers, or an unflagged one: one by one
-        # With an objectId this is a login: profiles.bulk takes its plain cases (by the
-        # same rule, services.login_decision) and defers the others back to us.
-        row = BulkProfileRow(ref=number, key_kind="identity", key_value=identifiers["identity"],
-                             profile_data=data, device_id=device_id)  # fmt: skip
+        if identifiers:
+            # With an objectId this is a login: profiles.bulk takes its plain cases (by the
+            # same rule, services.login_decision) and defers the others back to us.
+            ((key_kind, key_value),) = identifiers.items()
+            row = BulkProfileRow(ref=number, key_kind=key_kind, key_value=key_value,
+                                 profile_data=data, device_id=device_id)  # fmt: skip
+        else:  # a push from a device: its current profile (a new device: a new profile)
+            row = BulkProfileRow(ref=number, key_kind="objectId", key_value=device_id,
+                                 profile_data=data)  # fmt: skip
         return _Planned(number, record, "profiles", keys, row)
     name = record.get("evtName")
     named_by = [("objectId", device_id)] if device_id is not None else list(identifiers.items())
-    if len(named_by) != 1 or named_by[0][0] not in ("identity", "objectId"):
-        return single
+    if len(named_by) != 1 or (device_id is not None and identifiers):
+        return single  # named by several identifiers, or a login: one by one
     if not isinstance(name, str) or not isinstance(record.get("evtData", {}), dict):
         return single
     row = BulkEventRow(
@@ -329,7 +337,7 @@ def _bulk(items: list[_Planned], actor: Actor, errors: dict[int, RecordError]) -
         return []
     try:
         with transaction.atomic():
-            if items[0].group == "profiles":
+            if isinstance(items[0].row, BulkProfileRow):
                 result = profiles_bulk_upsert([item.row for item in items], actor=actor)
             else:
                 refused: dict[str, RecordError] = {}
@@ -385,9 +393,15 @@ def ingest_records(
     retry = _bulk(fresh, actor, errors)
     retry += _bulk(rest, actor, errors)
     retry += _bulk([p for p in planned if p.group == "events"], actor, errors)
+    retried = {item.number for item in retry}
     singles = sorted([p for p in planned if p.group == "single"] + retry, key=lambda p: p.number)
     with service_batch():  # property types etc. read once for the batch's records
         for item in singles:
+            # A person named by records of several groups: each record the set-based
+            # path takes is a batch of one, in the batch's order.
+            set_based = item.row is not None and item.number not in retried
+            if set_based and not _bulk([item], actor, errors):
+                continue
             # Each record commits on its own (the services are atomic): a bad or
             # failing record never undoes or blocks the others.
             try:

@@ -188,3 +188,52 @@ def test_a_new_profile_has_one_created_row_in_its_history_whatever_the_channel(c
             "property", "old_value", "new_value"
         )
     ) == [("Profile created", None, {"Name": "Ann", "Plan": "Gold"})]
+
+
+# One person's records of every shape, in one upload or one upload each: the
+# store ends the same (the batch takes some set-based, some one by one, in order).
+MIXED_RECORDS = [
+    {"type": "profile", "FBID": "fb1", "profileData": {"Plan": "Silver"}, "ts": TS},
+    {"type": "event", "FBID": "fb1", "evtName": "Viewed", "evtData": {"n": 1}, "ts": TS + 1},
+    {"type": "profile", "objectId": "dev1", "profileData": {"Lang": "en"}, "ts": TS + 2},
+    {"type": "event", "objectId": "dev1", "evtName": "Viewed", "evtData": {"n": 2}, "ts": TS + 3},
+    {"type": "profile", "objectId": "dev1", "FBID": "fb1", "profileData": {"Name": "Ann"},
+     "ts": TS + 4},
+    {"type": "profile", "GPID": "gp1", "profileData": {"Plan": "Gold"}, "ts": TS + 5},
+    {"type": "profile", "FBID": "fb1", "profileData": {"Plan": "Gold", "Email": "a@b.co"},
+     "ts": TS + 6},
+    {"type": "event", "GPID": "gp1", "evtName": "Viewed", "evtData": {"n": 3}, "ts": TS + 7},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("calls", ["one upload", "one upload per record"])
+def test_one_persons_records_of_every_shape_leave_the_same_store_in_one_upload_or_many(calls):
+    batches = [MIXED_RECORDS] if calls == "one upload" else [[r] for r in MIXED_RECORDS]
+    for batch in batches:
+        assert ingest_records(batch, actor=API).refusals == {}
+    fb_person = Identifier.objects.get(kind="fbid", value="fb1").profile
+    assert (fb_person.custom["Plan"], fb_person.name, fb_person.event_count) == ("Gold", "Ann", 1)
+    # The login moved the device to the FBID person; its anonymous profile kept its history.
+    assert fb_person.devices.get().object_id == "dev1"
+    assert state() == {
+        "profiles": [
+            (False, 1, [("Lang", "en")], "", ""),
+            (True, 1, [("Plan", "Gold")], "", ""),
+            (True, 1, [("Plan", "Gold")], "a@b.co", ""),
+        ],
+        "identifiers": [("email", "a@b.co"), ("fbid", "fb1"), ("gpid", "gp1")],
+        "events": [
+            ("Viewed", {"n": 1}, TS + 1.0),
+            ("Viewed", {"n": 2}, TS + 3.0),
+            ("Viewed", {"n": 3}, TS + 7.0),
+        ],
+        "profile types": [("Lang", "string"), ("Plan", "string")],
+        "history": [
+            ("Profile created", None, {"Plan": "Silver"}),
+            ("Profile created", None, {"Lang": "en"}),
+            ("Name", "", "Ann"),
+            ("Profile created", None, {"Plan": "Gold"}),
+            ("Plan", "Silver", "Gold"),
+            ("Email", "", "a@b.co"),
+        ],
+    }
