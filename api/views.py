@@ -56,7 +56,7 @@ from profiles.selectors import age_on, profile_get_by_identifier, profile_with_r
 from profiles.services import (
     Actor,
     profile_delete,
-    profile_push,
+    profiles_update,
 )
 
 logger = logging.getLogger(__name__)
@@ -656,25 +656,13 @@ def _entries(body: object) -> list[Any]:
     return entries
 
 
-def _holders(kind: str, value: str) -> list[tuple[dict[str, str], str | None]]:
-    """Every profile holding this email/phone, as (identifiers, device) that address it."""
+def _holders(kind: str, value: str) -> list[int]:
+    """Every profile holding this email/phone (as an identifier or a property)."""
     ids = set(
         Identifier.objects.filter(kind=kind, value=value).values_list("profile_id", flat=True)
     )
     ids |= set(Profile.objects.filter(**{kind: value}).values_list("pk", flat=True))
-    addresses: list[tuple[dict[str, str], str | None]] = []
-    for profile_id in sorted(ids):
-        identifier = (
-            Identifier.objects.filter(profile_id=profile_id, kind=kind, value=value).first()
-            or Identifier.objects.filter(profile_id=profile_id).order_by("pk").first()
-        )
-        if identifier is not None:
-            addresses.append(({identifier.kind: identifier.value}, None))
-            continue
-        device = Device.objects.filter(profile_id=profile_id).order_by("pk").first()
-        if device is not None:
-            addresses.append(({}, device.object_id))
-    return addresses
+    return sorted(ids)
 
 
 def _entry(entry: object, *, statuses: bool) -> tuple[str, str, str | None]:
@@ -721,11 +709,9 @@ def _entries_apply(
             holders = _holders(kind, value)
             if not holders:
                 raise RecordError(404, f"No profile holds this {kind}.")
-            for identifiers, device_id in holders:
-                profile_push(
-                    identifiers=identifiers, device_id=device_id,
-                    profile_data=change(kind, status), actor=actor,
-                )  # fmt: skip
+            _changed, refused = profiles_update(holders, change(kind, status), actor=actor)
+            if refused:
+                raise next(iter(refused.values()))
         except RecordError as error:
             unprocessed.append(_entry_fail(entry, error.code, error.message))
             continue

@@ -55,6 +55,7 @@ from profiles.properties import (
     MAX_CUSTOM_PROFILE_KEYS,
     ErrorCode,
     IdentifierHeldByAnother,
+    IdentifiersOfDifferentProfiles,
     RecordError,
     normalize_device_id,
     normalize_identifier,
@@ -62,8 +63,9 @@ from profiles.properties import (
 from profiles.rules.history import history_rows
 from profiles.rules.mapping import mapped_profile_data
 from profiles.services import (
-    LOGIN_HOLDER,
+    LOGIN_CURRENT,
     LOGIN_NEW,
+    LOGIN_REFUSED,
     RETRY_SQLSTATES,
     SINGLE_VALUED_KINDS,
     Actor,
@@ -75,6 +77,7 @@ from profiles.services import (
 )
 
 KEY_KINDS = ("identity", "email", "phone", "fbid", "gpid", "objectId")
+PROFILE_KEY = "profile"  # a row naming a profile by its id (dashboard actions, not the API)
 MAX_BATCH_ATTEMPTS = 6
 DEFAULT_FIELDS = [prop.field for prop in DEFAULT_PROPERTIES.values()]
 T = TypeVar("T")
@@ -91,11 +94,13 @@ class BulkProfileRow:
     key_kind: str  # which identifier names the person: one of KEY_KINDS
     key_value: object
     profile_data: dict[str, Any]  # CleverTap profileData
-    # An onUserLogin (profile_login) from this device, naming the person by the key
-    # (identity/email/phone; profile_data without identifier keys). The batch takes
-    # the plain cases (the device is new or already maps to the holder; a new
-    # person on a new device); the others come back in BulkResult.deferred.
+    # Other identifiers the row names its person by ({"fbid": …}): all of them name
+    # one profile (held by different profiles: refused, never merged).
+    also_named: dict[str, Any] = field(default_factory=dict)
+    # An onUserLogin from this device (services.login_decision picks the profile;
+    # the identifier keys of profile_data name the person too).
     device_id: object = None
+    new_user: bool = True  # False: the sender says the device's person has not changed
 
 
 @dataclass
@@ -107,6 +112,8 @@ class BulkEventRow:
     ts: dt.datetime
     client_event_id: str | None = None  # a retry with the same id stores nothing
     name: str | None = None  # the event's name when not the call's `name`
+    also_named: dict[str, Any] = field(default_factory=dict)  # as for BulkProfileRow
+    device_id: object = None  # the device an event naming identifiers came from: a login
 
 
 @dataclass(frozen=True)
@@ -123,12 +130,10 @@ class BulkResult:
     profiles_updated: int = 0
     events_stored: int = 0
     rejected: list[RowRejection] = field(default_factory=list)
-    # Refs of rows left for the caller to apply one by one, in order, with the
-    # services (logins the batch does not take, and later rows about the same people).
-    deferred: list[int] = field(default_factory=list)
     # Identifiers the batch added or removed (for a caller pipelining batches: see
     # `before_write`).
     identifiers_written: set[tuple[str, str]] = field(default_factory=set)
+    profile_ids: dict[int, int] = field(default_factory=dict)  # ref -> profile (if asked)
 
 
 @dataclass
@@ -144,7 +149,8 @@ class _State:
     original_identifiers: frozenset[tuple[str, str]]
     object_id: str | None = None  # the device a new anonymous profile is created for
     changes: list[tuple[str, Any, Any]] = field(default_factory=list)
-    login_devices: list[str] = field(default_factory=list)  # devices a login maps here
+    linked: bool = False  # an anonymous profile linked to the person it turned out to be
+    link_to: _State | None = None  # the batch links it (rule 2 of onUserLogin)
     partial: bool = False  # loaded without its properties and identifiers: not to plan on
     version: str | None = None  # xmin when read without a lock: checked when locked later
     touched: bool = False  # something to write
@@ -207,10 +213,11 @@ class _Planner:
         self.identifying = identifying_kinds()
         self.states: list[_State] = []
         self.owner: dict[tuple[str, str], int] = {}  # identifier -> token
-        self.devices: dict[str, int] = {}  # object id -> token
-        # Logins: object id -> (profile id or token, identified, linked) of the profile
-        # the device maps to (profile None: no such device or no profile).
-        self.login_current: dict[str, tuple[int | None, bool, bool]] = {}
+        # object id -> token of the profile the device maps to, as the batch sees it
+        # (devices the batch named, and those it creates or a login maps).
+        self.devices: dict[str, int] = {}
+        self.devices_in_db: dict[str, int] = {}  # object id -> profile id, as read
+        self.devices_mapped: set[str] = set()  # devices a login of the batch (re)maps
         self.types: dict[str, str] = {}
         self.new_types: dict[str, str] = {}
         self.rejected: list[RowRejection] = []
@@ -234,11 +241,12 @@ class _Planner:
         *,
         full: bool = True,
         lock: bool = True,
+        lock_devices: bool = False,
     ) -> None:
         """Fetch the holders of `keys` (locked, with their identifiers) and of `extra`
         (identifiers the rows' data would add: only who holds them matters), and the
-        profiles the devices of `logins` map to (not locked: only loaded holders are
-        written to). Without `full`, the holders are locked but their properties and
+        devices of `logins` (locked: a login may map them elsewhere) with the profiles
+        they map to (locked too). Without `full`, the holders are locked but their properties and
         identifiers are not read (events with no mapping rule only need their ids);
         without `lock` they are not locked either: the caller locks them later with
         `_profiles_lock`, which refuses the batch if a full state changed meanwhile."""
@@ -249,18 +257,23 @@ class _Planner:
             self.types = dict(cursor.fetchall())
             holders: dict[tuple[str, str], int] = {}
             self._holders_fetch(cursor, {pair for pair in keys if pair[0] != "objectId"}, holders)
-            object_ids = [value for kind, value in keys if kind == "objectId"]
+            object_ids = sorted({value for kind, value in keys if kind == "objectId"} | {*logins})
             device_profiles: dict[str, int] = {}
             if object_ids:
+                # The one lock order: devices, then profiles (by primary key).
+                locked = lock_devices or (logins and lock)
                 cursor.execute(
-                    "SELECT object_id, profile_id FROM profiles_device"
-                    " WHERE object_id = ANY(%s) AND profile_id IS NOT NULL",
+                    "SELECT object_id, profile_id FROM profiles_device WHERE object_id = ANY(%s)"
+                    + (" ORDER BY id FOR NO KEY UPDATE" if locked else ""),
                     [object_ids],
                 )
-                device_profiles = dict(cursor.fetchall())
+                device_profiles = {
+                    object_id: profile_id
+                    for object_id, profile_id in cursor.fetchall()
+                    if profile_id is not None
+                }
             wanted = sorted(
-                {holders[k] for k in keys if k in holders}
-                | {device_profiles[v] for k, v in keys if k == "objectId" and v in device_profiles}
+                {holders[k] for k in keys if k in holders} | {*device_profiles.values()}
             )
             by_id: dict[int, _State] = {}
             if wanted and not full:
@@ -280,7 +293,8 @@ class _Planner:
             elif wanted:
                 columns = ", ".join(DEFAULT_FIELDS)
                 cursor.execute(
-                    f"SELECT id, ct_id, xmin::text, custom, {columns} FROM profiles_profile"
+                    f"SELECT id, ct_id, xmin::text, linked_to_id IS NOT NULL, custom, {columns}"
+                    " FROM profiles_profile"
                     " WHERE id = ANY(%s) ORDER BY id" + (" FOR NO KEY UPDATE" if lock else ""),
                     [wanted],
                 )
@@ -290,8 +304,9 @@ class _Planner:
                         profile_id=row[0],
                         ct_id=row[1],
                         version=None if lock else row[2],
-                        custom=_loads(row[3]),
-                        fields=dict(zip(DEFAULT_FIELDS, row[4:], strict=True)),
+                        linked=row[3],
+                        custom=_loads(row[4]),
+                        fields=dict(zip(DEFAULT_FIELDS, row[5:], strict=True)),
                         identifiers=set(),
                         original_identifiers=frozenset(),
                     )
@@ -317,25 +332,13 @@ class _Planner:
             )  # fmt: skip
             for state in by_id.values():
                 holders.update(dict.fromkeys(state.identifiers, state.profile_id))
-            if logins:
-                cursor.execute(
-                    "SELECT d.object_id, d.profile_id, p.identified, p.linked_to_id IS NOT NULL"
-                    " FROM profiles_device d LEFT JOIN profiles_profile p ON p.id = d.profile_id"
-                    " WHERE d.object_id = ANY(%s)",
-                    [list(logins)],
-                )
-                for object_id, profile_id, identified, linked in cursor.fetchall():
-                    if profile_id is None:
-                        continue
-                    state = by_id.get(profile_id)
-                    current = state.token if state else -profile_id  # tokens are >= 0
-                    self.login_current[object_id] = (current, bool(identified), bool(linked))
         for pair, profile_id in holders.items():
             state = by_id.get(profile_id)
             self.owner[pair] = state.token if state else -profile_id  # unloaded holder
         for object_id, profile_id in device_profiles.items():
-            if profile_id in by_id:
+            if profile_id in by_id:  # (deleted meanwhile: the insert conflicts, planned again)
                 self.devices[object_id] = by_id[profile_id].token
+        self.devices_in_db = device_profiles
 
     def _holders_fetch(self, cursor, pairs: set[tuple[str, str]], holders: dict) -> None:
         """Add who holds `pairs` to `holders` (one index scan per kind)."""
@@ -344,6 +347,13 @@ class _Planner:
         for kind, value in pairs:
             by_kind.setdefault(kind, []).append(value)
         for kind in sorted(by_kind):
+            if kind == PROFILE_KEY:
+                cursor.execute(
+                    "SELECT id::text, id FROM profiles_profile WHERE id = ANY(%s::bigint[])",
+                    [by_kind[kind]],
+                )
+                holders.update({(kind, value): pid for value, pid in cursor.fetchall()})
+                continue
             cursor.execute(
                 "SELECT value, profile_id FROM profiles_identifier"
                 " WHERE kind = %s AND value = ANY(%s)",
@@ -356,6 +366,8 @@ class _Planner:
     def normalized_key(self, kind: str, raw: object) -> tuple[str, str]:
         if kind == "objectId":
             return kind, normalize_device_id(raw)
+        if kind == PROFILE_KEY:  # a dashboard action on one profile
+            return kind, str(int(str(raw)))
         if kind not in KEY_KINDS or (kind in {"email", "phone"} and kind not in self.identifying):
             raise RecordError(ErrorCode.IDENTITY_MISSING, IDENTITY_MISSING_MESSAGE)
         if raw is None or raw == "":
@@ -369,6 +381,12 @@ class _Planner:
             return self.states[token]
         if token is not None:  # held by a profile we did not load: cannot happen for keys
             raise BulkConflict
+        if key[0] == PROFILE_KEY:
+            raise RecordError(ErrorCode.MISC, "The profile no longer exists.")
+        return self._new_state(key)
+
+    def _new_state(self, key: tuple[str, str]) -> _State:
+        """A profile to create for `key` (registered once a row is applied to it)."""
         new = _State(
             token=len(self.states), profile_id=None, ct_id=self._new_ct_id(),
             fields=_empty_fields(), custom={}, identifiers=set(),
@@ -411,6 +429,19 @@ class _Planner:
             holder = self.owner.get((kind, value))
             if holder is not None and holder != state.token:
                 raise IdentifierHeldByAnother(kind, value)
+        removing = update.remove_identifier_kinds
+        if (
+            removing
+            and state.identifiers
+            and not update.add_identifiers
+            and all(kind in removing for kind, _ in state.identifiers)
+        ):
+            # An identified profile stays identified: anonymous profiles may be linked to it.
+            raise RecordError(
+                ErrorCode.MISC,
+                f"Removing {', '.join(sorted(removing))} would leave the profile without"
+                " any identifier; delete the profile instead.",
+            )
 
         def apply() -> None:
             state.fields.update(update.fields)
@@ -450,34 +481,96 @@ class _Planner:
                 return key
         return ""
 
-    def login_state(self, key: tuple[str, str], object_id: str) -> _State | None:
-        """The profile a login of device `object_id` naming `key` lands on, by
-        services.login_decision; None when the batch does not take it (the
-        device's profile would be identified, linked or left behind)."""
-        if object_id in self.devices:  # also named by objectId rows of this batch
-            return None
-        holder = self.owner.get(key)
-        current = self.login_current.get(object_id)
+    def _holder(self, names: Sequence[tuple[str, str]]) -> int | None:
+        """The token of the one profile holding any of `names` (None: nobody).
+        Held by different profiles: refused, never merged."""
+        held = {name: self.owner[name] for name in names if name in self.owner}
+        tokens = set(held.values())
+        if len(tokens) > 1:
+            raise IdentifiersOfDifferentProfiles(held)
+        token = next(iter(tokens), None)
+        if token is not None and token < 0:  # every name is loaded: cannot happen
+            raise BulkConflict
+        return token
+
+    def state_named(self, names: Sequence[tuple[str, str]]) -> _State:
+        """The profile a row naming its person by `names` (the key first) is about:
+        the one holding them, or a new one."""
+        if len(names) == 1:
+            return self.state_for(names[0])
+        token = self._holder(names)
+        return self.states[token] if token is not None else self._new_state(names[0])
+
+    def login_target(
+        self, names: Sequence[tuple[str, str]], object_id: str, new_user: bool
+    ) -> tuple[_State, _State | None]:
+        """The profile an onUserLogin from device `object_id` naming `names` lands on,
+        by services.login_decision, and the anonymous profile it leaves behind to
+        link to it (rule 2), if any. RecordError when refused."""
+        holder = self._holder(names)
+        token = self.devices.get(object_id)
+        current = self.states[token] if token is not None else None
         decision = login_decision(
-            current_id=current[0] if current else None,
-            current_identified=bool(current and current[1]),
-            current_linked=bool(current and current[2]),
+            current_id=token,
+            current_identified=bool(current and current.identifiers),
+            current_linked=bool(current and (current.linked or current.link_to)),
             holder_id=holder,
             named=True,
+            new_user=new_user,
         )
-        if decision.target == LOGIN_NEW and current is None:
-            return self.state_for(key)  # a new person on a new device
-        plain = decision.target == LOGIN_HOLDER and not decision.link_current
-        if plain and (current is None or current[0] == holder):
-            return self.state_for(key)  # the device is new, or maps to the holder
-        return None
+        if decision.target == LOGIN_REFUSED:
+            kind, value = min(name for name in names if self.owner.get(name, token) != token)
+            raise IdentifierHeldByAnother(kind, value)
+        if decision.target == LOGIN_CURRENT:
+            assert current is not None
+            return current, None
+        if decision.target == LOGIN_NEW:
+            return self._new_state(names[0]), None
+        assert holder is not None
+        return self.states[holder], current if decision.link_current else None
 
-    def login_map(self, state: _State, object_id: str) -> None:
-        """Map a device to `state` (after the login's data was applied)."""
+    def attach(self, state: _State, names: Sequence[tuple[str, str]]) -> None:
+        """Give `state` the identifiers a row names it by (after its data was applied);
+        a single-valued kind replaces the value the profile had."""
+        if state.partial:  # found by its one key (rows naming more load full states)
+            return
+        for kind, value in names:
+            if kind in ("objectId", PROFILE_KEY) or (kind, value) in state.identifiers:
+                continue
+            if kind in SINGLE_VALUED_KINDS:
+                for pair in [p for p in state.identifiers if p[0] == kind]:
+                    state.identifiers.discard(pair)
+                    self.owner.pop(pair, None)
+            state.identifiers.add((kind, value))
+            self.owner[(kind, value)] = state.token
+            state.touched = True
+
+    def login_map(self, state: _State, object_id: str, left_behind: _State | None) -> None:
+        """Map a device to `state` (after the login's data was applied); link the
+        anonymous profile it left behind to it."""
         state.staged = True
-        if self.login_current.get(object_id, (None,))[0] != state.token:
-            state.login_devices.append(object_id)
-        self.login_current[object_id] = (state.token, True, False)
+        if left_behind is not None:
+            left_behind.link_to = state
+            left_behind.staged = True
+        if self.devices.get(object_id) != state.token:
+            self.devices[object_id] = state.token
+            self.devices_mapped.add(object_id)
+
+    def device_rows(self) -> tuple[list[list[Any]], list[list[Any]]]:
+        """The devices to write: (new ones or ones mapping to nobody, ones to move),
+        each [profile token, object id]."""
+        targets = {state.object_id: state for state in self.states
+                   if state.is_new and state.touched and state.object_id}  # fmt: skip
+        targets.update({object_id: self.states[self.devices[object_id]]
+                        for object_id in self.devices_mapped})  # fmt: skip
+        new, moved = [], []
+        for object_id, state in targets.items():
+            was = self.devices_in_db.get(object_id)
+            if was is None:
+                new.append([state.token, object_id])
+            elif state.profile_id != was:
+                moved.append([state.token, object_id])
+        return new, moved
 
     def reject(self, ref: int, key: str, error: RecordError) -> None:
         self.rejected.append(RowRejection(ref, key, error.code, error.message))
@@ -488,7 +581,7 @@ class _Planner:
 STAGE_TABLES = f"""
 CREATE TEMP TABLE IF NOT EXISTS bulk_profile_stage (
     token integer PRIMARY KEY, profile_id bigint, is_new boolean, touched boolean, ct_id text,
-    identified boolean, custom jsonb,
+    identified boolean, link_token integer, custom jsonb,
     {
     ", ".join(
         f"{name} {'text' if name in STRING_FIELDS else 'date' if name == 'dob' else 'boolean'}"
@@ -500,7 +593,7 @@ CREATE TEMP TABLE IF NOT EXISTS bulk_identifier_stage (
     token integer, kind text, value text, adding boolean
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS bulk_device_stage (
-    token integer, object_id text
+    token integer, object_id text, moving boolean
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS bulk_change_stage (
     token integer, changes jsonb
@@ -564,7 +657,9 @@ class _Staged:
     profiles: int = 0
     identifiers_added: int = 0
     identifiers_removed: int = 0
-    devices: int = 0
+    devices: int = 0  # new devices (or devices mapping to nobody)
+    devices_moved: int = 0  # devices a login maps to another profile
+    links: int = 0  # anonymous profiles linked to the person a login named
     changes: int = 0
 
 
@@ -581,11 +676,12 @@ def _profiles_stage(cursor, planner: _Planner) -> _Staged:
     _copy(
         cursor.cursor,
         "bulk_profile_stage",
-        ["token", "profile_id", "is_new", "touched", "ct_id", "identified", "custom",
-         *field_columns],
+        ["token", "profile_id", "is_new", "touched", "ct_id", "identified", "link_token",
+         "custom", *field_columns],
         (
             [state.token, state.profile_id, state.is_new, state.touched, state.ct_id,
-             bool(state.identifiers), _json(state.custom),
+             bool(state.identifiers), state.link_to.token if state.link_to else None,
+             _json(state.custom),
              *(state.fields[name] for name in field_columns)]
             for state in staged
         ),
@@ -599,17 +695,17 @@ def _profiles_stage(cursor, planner: _Planner) -> _Staged:
     adding = sum(1 for row in rows if row[3])
     if rows:
         _copy(cursor.cursor, "bulk_identifier_stage", ["token", "kind", "value", "adding"], rows)
-    devices = [[state.token, state.object_id] for state in touched
-               if state.is_new and state.object_id]  # fmt: skip
-    devices += [[state.token, object_id] for state in staged for object_id in state.login_devices]
+    new_devices, moved_devices = planner.device_rows()
+    devices = [[*row, False] for row in new_devices] + [[*row, True] for row in moved_devices]
     if devices:
-        _copy(cursor.cursor, "bulk_device_stage", ["token", "object_id"], devices)
+        _copy(cursor.cursor, "bulk_device_stage", ["token", "object_id", "moving"], devices)
     # One staging row per profile (its changes as a JSON array); SQL expands them.
     changes = ([state.token, _json(_audit(state))] for state in touched if state.changes)
     changed = _copy(cursor.cursor, "bulk_change_stage", ["token", "changes"], changes)
     return _Staged(profiles=len(staged), identifiers_added=adding,
-                   identifiers_removed=len(rows) - adding, devices=len(devices),
-                   changes=changed)  # fmt: skip
+                   identifiers_removed=len(rows) - adding, devices=len(new_devices),
+                   devices_moved=len(moved_devices),
+                   links=sum(1 for state in staged if state.link_to), changes=changed)  # fmt: skip
 
 
 def _profiles_apply(
@@ -661,12 +757,24 @@ def _profiles_apply(
             "INSERT INTO profiles_device (object_id, profile_id, platform, make, model,"
             " push_token, first_seen) SELECT d.object_id, s.profile_id, '', '', '', '', %s"
             " FROM bulk_device_stage d JOIN bulk_profile_stage s ON s.token = d.token"
+            " WHERE NOT d.moving"
             " ON CONFLICT (object_id) DO UPDATE SET profile_id = EXCLUDED.profile_id"
             " WHERE profiles_device.profile_id IS NULL",
             [at],
         )
         if cursor.rowcount != staged.devices:
             raise BulkConflict
+    if staged.devices_moved:  # logins on devices the batch locked
+        cursor.execute(
+            "UPDATE profiles_device d SET profile_id = s.profile_id FROM bulk_device_stage x"
+            " JOIN bulk_profile_stage s ON s.token = x.token"
+            " WHERE x.moving AND d.object_id = x.object_id"
+        )
+    if staged.links:  # rule 2: the anonymous profile left behind, linked to the person
+        cursor.execute(
+            "UPDATE profiles_profile p SET linked_to_id = t.profile_id FROM bulk_profile_stage s"
+            " JOIN bulk_profile_stage t ON t.token = s.link_token WHERE p.id = s.profile_id"
+        )
     _property_types_write(cursor, planner)
     if staged.changes:
         actor = planner.actor
@@ -704,15 +812,46 @@ def profile_data_identifiers(data: dict[str, Any]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _keys(planner: _Planner, rows: Sequence[BulkProfileRow | BulkEventRow]):
-    """Normalize each row's key; rows with an invalid key are refused here."""
-    keyed = []
+RowT = TypeVar("RowT", BulkProfileRow, BulkEventRow)
+
+
+def _named(
+    planner: _Planner, rows: Sequence[RowT]
+) -> list[tuple[RowT, list[tuple[str, str]], str | None]]:
+    """Each row with the identifiers naming its person (its key first) and its login
+    device; a row with an invalid one is refused here. A login's data names its
+    person too (Identity, Email, Phone… where they identify), as onUserLogin's does."""
+    named = []
     for row in rows:
         try:
-            keyed.append((row, planner.normalized_key(row.key_kind, row.key_value)))
+            device = None if row.device_id is None else normalize_device_id(row.device_id)
         except RecordError as error:
-            planner.reject(row.ref, row.key_kind, error)
-    return keyed
+            planner.reject(row.ref, "objectId", error)
+            continue
+        names = []
+        try:
+            for kind, raw in [(row.key_kind, row.key_value), *row.also_named.items()]:
+                names.append(planner.normalized_key(kind, raw))
+        except RecordError as error:
+            planner.reject(row.ref, kind, error)
+            continue
+        if device is not None and isinstance(row, BulkProfileRow):
+            names += [
+                pair
+                for pair in profile_data_identifiers(row.profile_data)
+                if pair[0] in planner.identifying or pair[0] not in {"email", "phone"}
+            ]
+        named.append((row, list(dict.fromkeys(names)), device))
+    return named
+
+
+def _resolve(
+    planner: _Planner, names: list[tuple[str, str]], device: str | None, new_user: bool
+) -> tuple[_State, _State | None]:
+    """The profile a row is about and, for a login, the profile it leaves behind to link."""
+    if device is not None:
+        return planner.login_target(names, device, new_user)
+    return planner.state_named(names), None
 
 
 def profiles_bulk_upsert(
@@ -721,8 +860,9 @@ def profiles_bulk_upsert(
     actor: Actor,
     at: dt.datetime | None = None,
     before_write: Callable[[], Iterable[tuple[str, str]]] | None = None,
+    report_profiles: bool = False,
 ) -> BulkResult:
-    """Create or update the profiles `rows` name, like `profile_push` row by row.
+    """Create or update the profiles `rows` name (onUserLogin for rows with a device).
 
     Invariants: identifiers stay unique per (kind, value) and are never moved
     between profiles; a refused row writes nothing; rows are applied in order
@@ -736,57 +876,54 @@ def profiles_bulk_upsert(
     written since (by the caller's previous batch); the batch is then planned again,
     locked, if it looked one of them up or a profile it read has changed. A caller
     uses it to plan one batch while the batch before it is still being written.
+    With `report_profiles`, the result maps each stored row to its profile's id.
     """
     at = at or timezone.now()
 
     def attempt(first: bool) -> BulkResult:
         unlocked = before_write is not None and first  # a re-plan reads locked
         planner = _Planner(actor)
-        devices: dict[int, str] = {}  # ref -> the device of a login row
-        valid = []
-        for row in rows:
-            if row.device_id is not None:
-                try:
-                    devices[row.ref] = normalize_device_id(row.device_id)
-                except RecordError as error:
-                    planner.reject(row.ref, "objectId", error)
-                    continue
-            valid.append(row)
-        keyed = _keys(planner, valid)
-        extra = [pair for row, _ in keyed for pair in profile_data_identifiers(row.profile_data)]
-        planner.load([key for _, key in keyed], extra, list(devices.values()), lock=not unlocked)
-        deferred: list[int] = []
-        held_back: set[tuple[str, str]] = set()  # the people of deferred rows
-        for row, key in keyed:
-            object_id = devices.get(row.ref)
-            if held_back or object_id is not None:
-                names = {key, *profile_data_identifiers(row.profile_data)}
-                if object_id is not None:
-                    names.add(("objectId", object_id))
-                state = planner.login_state(key, object_id) if object_id is not None else None
-                if names & held_back or (object_id is not None and state is None):
-                    deferred.append(row.ref)  # keeps the order of this person's rows
-                    held_back |= names
-                    continue
-            state = planner.state_for(key) if object_id is None else state
+        landed: dict[int, _State] = {}
+        named = _named(planner, rows)
+        keys = [name for _, names, _ in named for name in names]
+        extra = [pair for row, _, _ in named for pair in profile_data_identifiers(row.profile_data)]
+        logins = [device for _, _, device in named if device is not None]
+        planner.load(keys, extra, logins, lock=not unlocked)
+        for row, names, device in named:
+            try:
+                state, left_behind = _resolve(planner, names, device, row.new_user)
+            except RecordError as error:
+                kind = getattr(error, "kind", row.key_kind)
+                planner.reject(row.ref, _key_for_kind(row.profile_data, kind), error)
+                continue
             try:
                 apply = planner.plan(state, row.profile_data)
             except RecordError as error:
                 planner.reject(row.ref, planner.culprit(state, row.profile_data, error), error)
                 continue
-            planner.register(state, key)
+            planner.register(state, names[0])
+            planner.attach(state, names)
             apply()
-            if object_id is not None:
-                planner.login_map(state, object_id)
+            if device is not None:
+                planner.login_map(state, device, left_behind)
+            landed[row.ref] = state
         with connection.cursor() as cursor:
             staged = _profiles_stage(cursor, planner)
             _before_write(cursor, planner, before_write, unlocked)
             created, updated = _profiles_apply(cursor, planner, staged, at=at)
+            ids = _profile_ids(cursor, landed) if report_profiles else {}
         return BulkResult(profiles_created=created, profiles_updated=updated,
-                          rejected=planner.rejected, deferred=deferred,
+                          rejected=planner.rejected, profile_ids=ids,
                           identifiers_written=_identifiers_written(planner))  # fmt: skip
 
     return _with_retries(attempt)
+
+
+def _profile_ids(cursor, landed: dict[int, _State]) -> dict[int, int]:
+    """ref -> profile id of each stored row (new profiles' ids from the staging table)."""
+    cursor.execute("SELECT token, profile_id FROM bulk_profile_stage")
+    ids = dict(cursor.fetchall())
+    return {ref: state.profile_id or ids[state.token] for ref, state in landed.items()}
 
 
 def _identifiers_written(planner: _Planner) -> set[tuple[str, str]]:
@@ -850,8 +987,10 @@ def events_bulk_insert(
     actor: Actor,
     at: dt.datetime | None = None,
     before_write: Callable[[], Iterable[tuple[str, str]]] | None = None,
+    report_profiles: bool = False,
 ) -> BulkResult:
-    """Store one event per row for the person it names, like `event_push` row by row.
+    """Store one event per row for the person it names (after an onUserLogin for rows
+    naming identifiers and a device).
     The event is called `row.name`, or `name` for rows without one.
 
     Invariants: an event whose `client_event_id` the profile already has is not
@@ -863,14 +1002,14 @@ def events_bulk_insert(
     `before_write` as for profiles_bulk_upsert.
     """
     at = at or timezone.now()
-    names = sorted({row.name or name for row in rows} or {name})
-    for each in names:
+    event_names = sorted({row.name or name for row in rows} or {name})
+    for each in event_names:
         # A bad event name refuses the whole batch; only the system may use reserved ones.
         event_validate(each, {}, system=actor.source == Source.SYSTEM)
     rules: dict[str, list[tuple[str, str]]] = {}
-    for rule in EventPropertyMapping.objects.filter(event_name__in=names, enabled=True).order_by(
-        "pk"
-    ):
+    for rule in EventPropertyMapping.objects.filter(
+        event_name__in=event_names, enabled=True
+    ).order_by("pk"):
         rules.setdefault(rule.event_name, []).append((rule.event_property, rule.profile_property))
 
     def attempt(first: bool) -> BulkResult:
@@ -887,30 +1026,41 @@ def events_bulk_insert(
                 planner.reject(row.ref, _event_culprit(row_name, row.properties), error)
                 continue
             valid.append((row, stored))
-        keyed = []
-        for row, stored in valid:
-            try:
-                keyed.append((row, stored, planner.normalized_key(row.key_kind, row.key_value)))
-            except RecordError as error:
-                planner.reject(row.ref, row.key_kind, error)
-        # Without mapping rules no profile property changes: ids are enough, and the
-        # profiles are locked only for the last statement (it adds to their counts).
-        full = any(rules.values())
-        planner.load([key for _, _, key in keyed], [], full=full, lock=full and not unlocked)
+        stored_of = {id(row): stored for row, stored in valid}
+        landed: dict[int, _State] = {}
+        named = _named(planner, [row for row, _ in valid])
+        logins = [device for _, _, device in named if device is not None]
+        # Without mapping rules or logins no profile property changes: ids are enough,
+        # and the profiles are locked only for the last statement (it adds to their counts).
+        full = any(rules.values()) or bool(logins) or any(len(names) > 1 for _, names, _ in named)
+        keys = [name for _, names, _ in named for name in names]
+        # Devices first (the one lock order): their last seen is updated below.
+        planner.load(keys, [], logins, full=full, lock=full and not unlocked,
+                     lock_devices=not unlocked)  # fmt: skip
         events = []
-        for row, stored, key in keyed:
-            state = planner.state_for(key)
+        for row, names, device in named:
+            try:
+                state, left_behind = _resolve(planner, names, device, True)
+            except RecordError as error:
+                planner.reject(row.ref, getattr(error, "kind", row.key_kind), error)
+                continue
+            stored = stored_of[id(row)]
             mapped = mapped_profile_data(rules.get(row.name or name, ()), stored)
             try:
                 apply = planner.plan(state, mapped) if mapped else None
             except RecordError as error:  # the event is kept, its mapping skipped
                 logger.warning("event %r: mapping skipped: %s", row.name or name, error)
                 apply = None
-            planner.register(state, key)
+            planner.register(state, names[0])
             state.staged = True
+            planner.attach(state, names)
             if apply is not None:
                 apply()
-            events.append((state, row, stored, key))
+            if device is not None:
+                planner.login_map(state, device, left_behind)
+            object_id = device or (names[0][1] if names[0][0] == "objectId" else None)
+            events.append((state, row, stored, object_id))
+            landed[row.ref] = state
         with connection.cursor() as cursor:
             staged = _profiles_stage(cursor, planner)
             _copy(
@@ -918,9 +1068,9 @@ def events_bulk_insert(
                 "bulk_event_stage",
                 ["token", "ts", "properties", "client_event_id", "object_id", "name"],
                 (
-                    [state.token, row.ts, _json(stored), row.client_event_id,
-                     key[1] if key[0] == "objectId" else None, row.name or name]
-                    for state, row, stored, key in events
+                    [state.token, row.ts, _json(stored), row.client_event_id, object_id,
+                     row.name or name]
+                    for state, row, stored, object_id in events
                 ),
             )  # fmt: skip
             _before_write(cursor, planner, before_write, unlocked)
@@ -945,17 +1095,26 @@ def events_bulk_insert(
                     "  GREATEST(d.last_seen, x.last) FROM (SELECT device_id, max(ts) AS last"
                     "  FROM stored WHERE device_id IS NOT NULL GROUP BY device_id) x"
                     "  WHERE d.id = x.device_id)"
+                    # Last platform: the platform of the device of the profile's newest
+                    # event, unless a back-filled one (older than its last seen).
                     " UPDATE profiles_profile p SET event_count = p.event_count + x.n,"
                     "  first_seen = LEAST(p.first_seen, x.first),"
-                    "  last_seen = GREATEST(p.last_seen, x.last)"
-                    " FROM (SELECT profile_id, count(*) AS n, min(ts) AS first, max(ts) AS last"
-                    "  FROM stored GROUP BY profile_id) x WHERE p.id = x.profile_id"
+                    "  last_seen = GREATEST(p.last_seen, x.last),"
+                    "  last_platform = CASE WHEN x.platform IS NOT NULL AND (p.last_seen IS NULL"
+                    "   OR p.last_seen <= x.platform_ts) THEN x.platform ELSE p.last_platform END"
+                    " FROM (SELECT e.profile_id, count(*) AS n, min(e.ts) AS first,"
+                    "  max(e.ts) AS last, max(e.ts) FILTER (WHERE d.platform <> '') AS platform_ts,"
+                    "  (array_agg(d.platform ORDER BY e.ts DESC)"
+                    "   FILTER (WHERE d.platform <> ''))[1] AS platform"
+                    "  FROM stored e LEFT JOIN profiles_device d ON d.id = e.device_id"
+                    "  GROUP BY e.profile_id) x WHERE p.id = x.profile_id"
                     " RETURNING x.n",
                     [actor.source, at],
                 )
                 stored_count = sum(n for (n,) in cursor.fetchall())
+            ids = _profile_ids(cursor, landed) if report_profiles else {}
         return BulkResult(profiles_created=created, profiles_updated=updated,
-                          events_stored=stored_count, rejected=planner.rejected,
+                          events_stored=stored_count, rejected=planner.rejected, profile_ids=ids,
                           identifiers_written=_identifiers_written(planner))  # fmt: skip
 
     return _with_retries(attempt)

@@ -2,8 +2,8 @@
 
 `ingest_records` takes records in CleverTap's upload shape (`type` profile,
 event or token, named by `identity`, `FBID`, `GPID` or `objectId`) and stores them set-based
-through profiles.bulk, falling back to the per-record services for the shapes the
-set-based path does not take yet. It returns each refused record's reason.
+through profiles.bulk (device token records: services.device_push_token_set). It
+returns each refused record's reason.
 """
 
 from __future__ import annotations
@@ -31,17 +31,15 @@ from profiles.properties import (
     IDENTIFIER_KEYS,
     ErrorCode,
     RecordError,
+    client_event_id_check,
     normalize_identifier,
 )
 from profiles.rules.web_push import SubscriptionError, web_push_subscription
 from profiles.services import (
     Actor,
     device_push_token_set,
-    event_push,
     event_validate,
-    profile_login,
-    profile_push,
-    service_batch,
+    identifying_kinds,
 )
 
 logger = logging.getLogger(__name__)
@@ -93,23 +91,7 @@ def _record_identifiers(record: dict[str, Any]) -> tuple[str | None, dict[str, A
 
 
 def _client_event_id(record: dict[str, Any]) -> str | None:
-    raw = record.get("evtId")
-    if raw is None:
-        return None
-    if isinstance(raw, bool) or not isinstance(raw, str | int) or not str(raw).strip():
-        raise RecordError(ErrorCode.EVENT_STRUCTURE, "evtId must be a non-empty string.")
-    value = str(raw).strip()
-    if len(value) > 128:
-        raise RecordError(ErrorCode.EVENT_STRUCTURE, "evtId is longer than 128 characters.")
-    return value
-
-
-def _has_profile_identifier(profile_data: dict[str, Any]) -> bool:
-
-    return any(
-        isinstance(key, str) and key.lower() in IDENTIFIER_KEYS and not isinstance(value, dict)
-        for key, value in profile_data.items()
-    )
+    return client_event_id_check(record.get("evtId"))
 
 
 def _new_user(record: dict[str, Any]) -> bool:
@@ -142,148 +124,141 @@ def _token_record(record: dict[str, Any]) -> None:
                           push_enabled=True, at=_record_ts(record))  # fmt: skip
 
 
-def upload_record(record: object, *, actor: Actor) -> None:
-    """Store one upload record through the services; RecordError when refused."""
-    if not isinstance(record, dict):
-        raise RecordError(ErrorCode.NOT_EVENT_OR_PROFILE, "Record must be a JSON object.")
-    kind = record.get("type")
-    if kind == "token":
-        _token_record(record)
-        return
-    if kind not in ("profile", "event"):
-        raise RecordError(
-            ErrorCode.NOT_EVENT_OR_PROFILE, "Record type needs to be either event or profile."
-        )
-    device_id, identifiers = _record_identifiers(record)
-    if device_id is None and not identifiers:
-        raise RecordError(
-            ErrorCode.IDENTITY_MISSING,
-            "'identity' or 'fbId' or 'gpId' or 'objectId' is necessary under 120 chars to "
-            "identify the user.",
-        )
-    ts = _record_ts(record)
-    if kind == "event":
-        event_push(
-            device_id=device_id,
-            identifiers=identifiers,
-            name=record.get("evtName"),
-            properties=record.get("evtData"),
-            ts=ts,
-            actor=actor,
-            client_event_id=_client_event_id(record),
-            # Only the system itself (never an API client) may record reserved events
-            # such as "Notification Sent".
-            system=actor.source == Source.SYSTEM,
-        )
-        return
-    profile_data = record.get("profileData", {})
-    if not isinstance(profile_data, dict):
-        raise RecordError(ErrorCode.MISC, "profileData must be an object.")
-    if device_id is not None and (identifiers or _has_profile_identifier(profile_data)):
-        # An SDK-style login: the onUserLogin rules decide which profile the device maps to.
-        profile_login(
-            device_id=device_id,
-            identifiers=identifiers,
-            profile_data=profile_data,
-            actor=actor,
-            at=ts,
-            new_user=_new_user(record),
-        )
-    else:
-        profile_push(
-            device_id=device_id,
-            identifiers=identifiers,
-            profile_data=profile_data,
-            actor=actor,
-            at=ts,
-        )
+IDENTITY_MISSING = (
+    "'identity' or 'fbId' or 'gpId' or 'objectId' is necessary under 120 chars to "
+    "identify the user."
+)
 
 
-# The set-based path. Records naming their person by one key (identity, FBID,
-# GPID, or a device's objectId), and onUserLogin records naming one identifier,
-# go through profiles.bulk: one call for the profile records, one for the events.
-# What it does not take (logins naming several identifiers, logins it defers:
-# a device's profile to identify, link or leave; device tokens) goes record by
-# record through the services. A person named by records of more than one of
-# those groups is handled record by record, in order (each record the set-based
-# path takes as a batch of one), so one person's records always keep their order.
-# If a set-based call fails as a whole, its records are retried one by one.
+# Every profile and event record is stored set-based, through profiles.bulk: one
+# call for the batch's profile records, one for its events. A person named by
+# records of both kinds (or by device token records) has their records split in
+# runs of one kind, stored in rounds (`_rounds`), so one person's records always
+# keep their order. If a set-based call fails as a whole, its records are stored
+# again one at a time.
 
 
 @dataclass
 class _Planned:
     number: int
     record: Any
-    group: str  # "profiles", "events" or "single"
+    group: str  # "profiles", "events" or "token" (a device token record)
     keys: frozenset[tuple[str, str]]
-    row: Any = None  # the BulkProfileRow / BulkEventRow of the set-based path
+    row: BulkProfileRow | BulkEventRow | None = None  # None: a device token record
     event_name: str = ""
 
 
-def _record_keys(device_id: Any, identifiers: dict[str, Any]) -> frozenset[tuple[str, str]]:
+def _record_keys(
+    device_id: Any, identifiers: dict[str, Any], profile_data: dict[str, Any]
+) -> frozenset[tuple[str, str]]:
     keys = {(kind, str(value).strip()) for kind, value in identifiers.items()}
+    keys.update(profile_data_identifiers(profile_data))
     if device_id is not None:
         keys.add(("objectId", str(device_id)))
     return frozenset(keys)
 
 
-def _plan(number: int, record: object) -> _Planned:
-    """Which path a record takes; RecordError for what is refused before any write."""
+def _login_key(identifiers: dict[str, Any], profile_data: dict[str, Any]) -> tuple[str, Any] | None:
+    """The identifier an onUserLogin names its person by: a top-level one, else the
+    first identifying key of its data (None: it names nobody, a profile push)."""
+    if identifiers:
+        return next(iter(identifiers.items()))
+    identifying = identifying_kinds()
+    for key, value in profile_data.items():
+        kind = IDENTIFIER_KEYS.get(key.lower()) if isinstance(key, str) else None
+        if not kind or value in (None, "") or isinstance(value, dict):
+            continue
+        if kind not in {"email", "phone"} or kind in identifying:
+            return kind, value
+    return None
 
+
+def _plan(number: int, record: object, *, system: bool) -> _Planned:
+    """The set-based row a record becomes; RecordError for what is refused before any write."""
     if not isinstance(record, dict):
-        return _Planned(number, record, "single", frozenset())
+        raise RecordError(ErrorCode.NOT_EVENT_OR_PROFILE, "Record must be a JSON object.")
+    kind = record.get("type")
     device_id, identifiers = _record_identifiers(record)
-    keys = _record_keys(device_id, identifiers)
-    single = _Planned(number, record, "single", keys)
-    if record.get("type") not in ("profile", "event"):
-        return single
+    if kind == "token":
+        return _Planned(number, record, "token", _record_keys(device_id, {}, {}))
+    if kind not in ("profile", "event"):
+        raise RecordError(
+            ErrorCode.NOT_EVENT_OR_PROFILE, "Record type needs to be either event or profile."
+        )
     if device_id is None and not identifiers:
-        return single  # refused with 523 by upload_record
+        raise RecordError(ErrorCode.IDENTITY_MISSING, IDENTITY_MISSING)
     ts = _record_ts(record)
-    if record["type"] == "profile":
-        data = record.get("profileData", {})
-        if not isinstance(data, dict) or len(identifiers) > 1:
-            return single  # refused, or a record naming several identifiers: one by one
-        login = device_id is not None and (identifiers or _has_profile_identifier(data))
-        if login and (not identifiers or _has_profile_identifier(data) or not _new_user(record)):
-            return single  # a login naming more identifiers, or an unflagged one: one by one
-        if identifiers:
-            # With an objectId this is a login: profiles.bulk takes its plain cases (by the
-            # same rule, services.login_decision) and defers the others back to us.
-            ((key_kind, key_value),) = identifiers.items()
-            row = BulkProfileRow(ref=number, key_kind=key_kind, key_value=key_value,
-                                 profile_data=data, device_id=device_id)  # fmt: skip
+    named = list(identifiers.items())
+    if kind == "profile":
+        data = record.get("profileData")
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise RecordError(ErrorCode.MISC, "profileData must be an object.")
+        keys = _record_keys(device_id, identifiers, data)
+        login = _login_key(identifiers, data) if device_id is not None else None
+        if login is not None:
+            # An onUserLogin: the rules (services.login_decision) pick the profile.
+            row = BulkProfileRow(ref=number, key_kind=login[0], key_value=login[1],
+                                 also_named=dict(named[1:]), profile_data=data,
+                                 device_id=device_id, new_user=_new_user(record))  # fmt: skip
+        elif named:
+            row = BulkProfileRow(ref=number, key_kind=named[0][0], key_value=named[0][1],
+                                 also_named=dict(named[1:]), profile_data=data)  # fmt: skip
         else:  # a push from a device: its current profile (a new device: a new profile)
             row = BulkProfileRow(ref=number, key_kind="objectId", key_value=device_id,
                                  profile_data=data)  # fmt: skip
         return _Planned(number, record, "profiles", keys, row)
     name = record.get("evtName")
-    named_by = [("objectId", device_id)] if device_id is not None else list(identifiers.items())
-    if len(named_by) != 1 or (device_id is not None and identifiers):
-        return single  # named by several identifiers, or a login: one by one
-    if not isinstance(name, str) or not isinstance(record.get("evtData", {}), dict):
-        return single
+    properties = record.get("evtData")
+    # Only the system itself (never an API client) may record reserved events such as
+    # "Notification Sent"; a bad name refuses the record before it joins a batch.
+    event_validate(name, properties if not isinstance(properties, dict) else {}, system=system)
+    assert isinstance(name, str)
+    if named:  # with a device too: an onUserLogin first, the event on its profile
+        key, also, device = named[0], dict(named[1:]), device_id
+    else:
+        key, also, device = ("objectId", device_id), {}, None
     row = BulkEventRow(
-        ref=number, key_kind=named_by[0][0], key_value=named_by[0][1],
-        properties=record.get("evtData") or {}, ts=ts or timezone.now(),
+        ref=number, key_kind=key[0], key_value=key[1], also_named=also, device_id=device,
+        properties=properties or {}, ts=ts or timezone.now(),
         client_event_id=_client_event_id(record), name=name,
     )  # fmt: skip
-    return _Planned(number, record, "events", keys, row, event_name=name)
+    return _Planned(number, record, "events", _record_keys(device_id, identifiers, {}), row, name)
 
 
-def _keep_person_order(planned: list[_Planned]) -> None:
-    """Send every record of a person named by several groups down the single path."""
-    while True:
-        groups: dict[tuple[str, str], set[str]] = {}
-        for item in planned:
-            for key in item.keys:
-                groups.setdefault(key, set()).add(item.group)
-        mixed = {key for key, names in groups.items() if len(names) > 1}
-        demote = [p for p in planned if p.group != "single" and p.keys & mixed]
-        if not demote:
-            return
-        for item in demote:
-            item.group = "single"
+def _rounds(planned: list[_Planned]) -> list[list[_Planned]]:
+    """Split the batch into rounds in which each person's records are of one group.
+
+    A person is every record sharing a key with another (transitively). Each person's
+    records, in order, form runs of one group; round n holds every person's n-th run.
+    Storing the rounds one after the other, each set-based, keeps every person's order.
+    """
+    parent: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def find(key: tuple[str, str]) -> tuple[str, str]:
+        parent.setdefault(key, key)
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for item in planned:
+        first, *others = item.keys or [("record", str(item.number))]
+        for key in others:
+            parent[find(key)] = find(first)
+    runs: dict[tuple[str, str], tuple[str, int]] = {}  # person -> (group, run number)
+    rounds: list[list[_Planned]] = []
+    for item in planned:
+        person = find(next(iter(item.keys), ("record", str(item.number))))
+        group, run = runs.get(person, (item.group, 0))
+        if group != item.group:
+            run += 1
+        runs[person] = (item.group, run)
+        if run == len(rounds):
+            rounds.append([])
+        rounds[run].append(item)
+    return rounds
 
 
 def _split_known(items: list[_Planned]) -> tuple[list[_Planned], list[_Planned]]:
@@ -301,8 +276,9 @@ def _split_known(items: list[_Planned]) -> tuple[list[_Planned], list[_Planned]]
         row = item.row
         keys = set(profile_data_identifiers(row.profile_data))
         claims.append(bool(keys))
-        with contextlib.suppress(RecordError):
-            keys.add((row.key_kind, normalize_identifier(row.key_kind, row.key_value)))
+        for kind, value in [(row.key_kind, row.key_value), *row.also_named.items()]:
+            with contextlib.suppress(RecordError):
+                keys.add((kind, normalize_identifier(kind, value)))
         if row.device_id is not None:
             keys.add(("objectId", str(row.device_id)))
         names.append(keys)
@@ -332,28 +308,17 @@ def _split_known(items: list[_Planned]) -> tuple[list[_Planned], list[_Planned]]
 
 
 def _bulk(items: list[_Planned], actor: Actor, errors: dict[int, RecordError]) -> list[_Planned]:
-    """Store `items` set-based; return those to retry one by one (the call failed)."""
-    if not items:
+    """Store `items` set-based; return them all if the call failed as a whole."""
+    rows = [item.row for item in items if item.row is not None]
+    if not rows:
         return []
     try:
         with transaction.atomic():
-            if isinstance(items[0].row, BulkProfileRow):
-                result = profiles_bulk_upsert([item.row for item in items], actor=actor)
+            if isinstance(rows[0], BulkProfileRow):
+                result = profiles_bulk_upsert(rows, actor=actor)
             else:
-                refused: dict[str, RecordError] = {}
-                for name in {item.event_name for item in items}:
-                    try:
-                        event_validate(name, {}, system=actor.source == Source.SYSTEM)
-                    except RecordError as error:
-                        refused[name] = error
-                for item in items:
-                    if item.event_name in refused:
-                        errors[item.number] = refused[item.event_name]
-                items = [item for item in items if item.event_name not in refused]
-                if not items:
-                    return []
                 # One call for every event name: one transaction and one commit.
-                result = events_bulk_insert([item.row for item in items], actor=actor)
+                result = events_bulk_insert(rows, actor=actor)
     except (BulkConflict, DatabaseError):
         # Still racing after the batch's own retries (or a value the database refused
         # that no check caught): one by one, each record gets its own retries and answer.
@@ -362,8 +327,7 @@ def _bulk(items: list[_Planned], actor: Actor, errors: dict[int, RecordError]) -
         return items
     for rejection in result.rejected:
         errors[rejection.ref] = RecordError(rejection.code, rejection.message)
-    deferred = set(result.deferred)
-    return [item for item in items if item.number in deferred]
+    return []
 
 
 def ingest_records(
@@ -379,37 +343,35 @@ def ingest_records(
     """
     errors: dict[int, RecordError] = {}
     planned: list[_Planned] = []
+    system = actor.source == Source.SYSTEM
     for number, record in enumerate(records, start=1):
         unstorable = may_hold_unstorable and unstorable_reason(record)
         if unstorable:
             errors[number] = RecordError(ErrorCode.MISC, f"{unstorable} ")
             continue
         try:
-            planned.append(_plan(number, record))
+            planned.append(_plan(number, record, system=system))
         except RecordError as error:
             errors[number] = error
-    _keep_person_order(planned)
-    fresh, rest = _split_known([p for p in planned if p.group == "profiles"])
-    retry = _bulk(fresh, actor, errors)
-    retry += _bulk(rest, actor, errors)
-    retry += _bulk([p for p in planned if p.group == "events"], actor, errors)
-    retried = {item.number for item in retry}
-    singles = sorted([p for p in planned if p.group == "single"] + retry, key=lambda p: p.number)
-    with service_batch():  # property types etc. read once for the batch's records
-        for item in singles:
-            # A person named by records of several groups: each record the set-based
-            # path takes is a batch of one, in the batch's order.
-            set_based = item.row is not None and item.number not in retried
-            if set_based and not _bulk([item], actor, errors):
-                continue
-            # Each record commits on its own (the services are atomic): a bad or
-            # failing record never undoes or blocks the others.
+    for round_ in _rounds(planned):
+        fresh, rest = _split_known([p for p in round_ if p.group == "profiles"])
+        retry = _bulk(fresh, actor, errors)
+        retry += _bulk(rest, actor, errors)
+        retry += _bulk([p for p in round_ if p.group == "events"], actor, errors)
+        retried = {item.number for item in retry}
+        alone = sorted([p for p in round_ if p.group == "token"] + retry, key=lambda p: p.number)
+        for item in alone:
+            # Each commits on its own: a bad or failing record never undoes or blocks the others.
             try:
-                upload_record(item.record, actor=actor)
+                if item.row is None:
+                    _token_record(item.record)
+                elif _bulk([item], actor, errors):  # a set-based call failed: one at a time
+                    raise BulkConflict
             except RecordError as error:
                 errors[item.number] = error
             except Exception:
-                logger.exception("upload record %d failed", item.number)
+                logger.exception("upload record %d failed (%s)", item.number,
+                                 "again" if item.number in retried else "alone")  # fmt: skip
                 errors[item.number] = RecordError(
                     ErrorCode.MISC, "Internal error storing the record. "
                 )

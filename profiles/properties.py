@@ -11,6 +11,7 @@ import datetime as dt
 import functools
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +88,33 @@ class IdentifierHeldByAnother(RecordError):
         )
         self.kind = kind
         self.value = value
+
+
+class IdentifiersOfDifferentProfiles(RecordError):
+    """The never-merge refusal of a record naming its person by identifiers that
+    different profiles hold."""
+
+    def __init__(self, held: Iterable[tuple[str, str]]) -> None:
+        named = ", ".join(sorted(f"{kind} '{value}'" for kind, value in held))
+        super().__init__(
+            ErrorCode.MISC,
+            f"Identifiers {named} belong to different profiles; profiles are never merged.",
+        )
+
+
+def client_event_id_check(raw: object) -> str | None:
+    """A record's client event id (`evtId`: a retry with the same id stores nothing)."""
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, str | int) or not str(raw).strip():
+        raise RecordError(ErrorCode.EVENT_STRUCTURE, "evtId must be a non-empty string.")
+    value = str(raw).strip()
+    if len(value) > MAX_CLIENT_EVENT_ID_CHARS:
+        raise RecordError(
+            ErrorCode.EVENT_STRUCTURE,
+            f"evtId is longer than {MAX_CLIENT_EVENT_ID_CHARS} characters.",
+        )
+    return value
 
 
 def profile_error(code: int, detail: str) -> RecordError:

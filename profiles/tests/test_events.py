@@ -3,7 +3,9 @@
 import datetime as dt
 
 import pytest
+from django.utils import timezone
 
+from profiles.ingest import ingest_records
 from profiles.models import (
     Device,
     Event,
@@ -13,7 +15,7 @@ from profiles.models import (
     PropertyDefinition,
     Source,
 )
-from profiles.services import Actor, DeviceInfo, event_push, profile_push
+from profiles.services import Actor, event_push, profile_login, profile_push
 
 SDK = Actor(source=Source.SDK)
 PHONE = "__" + "c" * 32
@@ -50,57 +52,35 @@ def test_a_retried_client_event_id_stores_one_event_and_counts_once():
 
 
 def test_events_refresh_first_seen_last_seen_count_and_last_platform():
-    info = DeviceInfo(
-        platform="Android",
-        make="Google",
-        model="Pixel 8",
-        location="Paris",
-        push_token="tok",
-        push_enabled=True,
-    )
-    profile, event = event_push(
-        device_id=PHONE, name="App Opened", ts=T0, actor=SDK, device_info=info
-    )
+    TABLET = "__" + "t" * 32
+    profile, event = event_push(device_id=PHONE, name="App Opened", ts=T0, actor=SDK)
     profile.refresh_from_db()
     assert (profile.first_seen, profile.last_seen, profile.event_count) == (T0, T0, 1)
-    assert (profile.last_platform, profile.last_device, profile.last_location) == (
-        "Android",
-        "Google Pixel 8",
-        "Paris",
-    )
-    device = Device.objects.get(object_id=PHONE)
-    assert (device.platform, device.push_token, device.push_enabled, device.last_seen) == (
-        "Android",
-        "tok",
-        True,
-        T0,
-    )
+    assert profile.last_platform == ""  # the device has said nothing about itself yet
     assert event.source == "sdk" and EventName.objects.filter(name="App Opened").exists()
+    assert Device.objects.get(object_id=PHONE).last_seen == T0
+    profile_login(device_id=TABLET, identifiers={"identity": "u1"}, actor=SDK)
+    profile_login(device_id=PHONE, identifiers={"identity": "u1"}, actor=SDK)
+    Device.objects.filter(object_id=PHONE).update(platform="Android")
+    Device.objects.filter(object_id=TABLET).update(platform="iOS")
 
     later = T0 + dt.timedelta(days=1)
-    event_push(
-        device_id=PHONE, name="Viewed", ts=later, actor=SDK, device_info=DeviceInfo(platform="iOS")
-    )
+    person, _ = event_push(device_id=PHONE, name="Viewed", ts=later, actor=SDK)
     # A back-filled older event moves first seen but changes no "last" property.
     earlier = T0 - dt.timedelta(days=1)
-    event_push(
-        device_id=PHONE,
-        name="Viewed",
-        ts=earlier,
-        actor=SDK,
-        device_info=DeviceInfo(platform="Web", location="Berlin"),
-    )
-    profile.refresh_from_db()
-    assert (profile.first_seen, profile.last_seen, profile.event_count) == (earlier, later, 3)
-    assert (profile.last_platform, profile.last_location) == ("iOS", "Paris")
+    event_push(device_id=TABLET, name="Viewed", ts=earlier, actor=SDK)
+    person.refresh_from_db()
+    assert (person.first_seen, person.last_seen, person.event_count) == (earlier, later, 2)
+    assert person.last_platform == "Android"
     assert Device.objects.get(object_id=PHONE).last_seen == later
-
-
-def test_last_platform_falls_back_to_the_devices_platform():
-    event_push(device_id=PHONE, name="A", actor=SDK, device_info=DeviceInfo(platform="Android"))
-    profile, _ = event_push(device_id=PHONE, name="B", actor=SDK)
-    profile.refresh_from_db()
-    assert profile.last_platform == "Android"
+    # The newest of one upload's events decides.
+    newest = int(later.timestamp())
+    ingest_records([
+        {"type": "event", "objectId": PHONE, "evtName": "Viewed", "ts": newest + 5},
+        {"type": "event", "objectId": TABLET, "evtName": "Viewed", "ts": newest + 9},
+    ], actor=SDK)  # fmt: skip
+    person.refresh_from_db()
+    assert (person.last_platform, person.event_count) == ("iOS", 4)
 
 
 def test_an_event_without_a_device_still_counts():
@@ -120,6 +100,7 @@ def test_mapping_rules_copy_an_event_property_to_the_profile():
         profile_property="Seats",
         enabled=False,
     )
+    received = timezone.now()
     profile, _ = event_push(
         identifiers={"identity": "u1"},
         name="Plan Purchased",
@@ -130,12 +111,13 @@ def test_mapping_rules_copy_an_event_property_to_the_profile():
     profile.refresh_from_db()
     assert profile.custom == {"Plan": "Gold"}
     change = PropertyChange.objects.get()  # the event created the profile
-    assert (change.property, change.new_value, change.source, change.changed_at) == (
+    assert (change.property, change.new_value, change.source) == (
         "Profile created",
         {"Plan": "Gold"},
         "sdk",
-        T0,
     )
+    # History says when the store changed (the event's own time is on the event).
+    assert change.changed_at >= received
     # Other events and events without the property leave the profile alone.
     event_push(identifiers={"identity": "u1"}, name="Plan Purchased", actor=SDK)
     event_push(identifiers={"identity": "u1"}, name="Other", properties={"plan": "x"}, actor=SDK)

@@ -49,9 +49,18 @@ def state() -> dict:
         "profile types": sorted(
             PropertyDefinition.objects.filter(scope="profile").values_list("name", "type")
         ),
-        "history": list(
-            PropertyChange.objects.order_by("id").values_list("property", "old_value", "new_value")
-        ),
+        # Each profile's history in order, profiles by their identifiers (ids and the
+        # order of different people's rows depend on how a batch was split).
+        "history": [
+            row
+            for profile in sorted(
+                Profile.objects.all(),
+                key=lambda p: sorted(p.identifiers.values_list("kind", "value")),
+            )
+            for row in PropertyChange.objects.filter(profile=profile)
+            .order_by("id")
+            .values_list("property", "old_value", "new_value")
+        ],
     }
 
 
@@ -229,11 +238,11 @@ def test_one_persons_records_of_every_shape_leave_the_same_store_in_one_upload_o
         ],
         "profile types": [("Lang", "string"), ("Plan", "string")],
         "history": [
-            ("Profile created", None, {"Plan": "Silver"}),
-            ("Profile created", None, {"Lang": "en"}),
+            ("Profile created", None, {"Lang": "en"}),  # the anonymous profile
+            ("Profile created", None, {"Plan": "Silver"}),  # the FBID person
             ("Name", "", "Ann"),
-            ("Profile created", None, {"Plan": "Gold"}),
             ("Plan", "Silver", "Gold"),
             ("Email", "", "a@b.co"),
+            ("Profile created", None, {"Plan": "Gold"}),  # the GPID person
         ],
     }
