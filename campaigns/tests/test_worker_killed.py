@@ -26,16 +26,23 @@ ROOT = Path(__file__).resolve().parents[2]
 PEOPLE = 40
 
 
-def start_worker(smtp_port: int, pool: str = "solo") -> subprocess.Popen:
+def start_worker(
+    smtp_port: int,
+    pool: str = "solo",
+    *,
+    concurrency: int = 1,
+    rate: int = 8,
+    stale_seconds: int = 0,
+) -> subprocess.Popen:
     env = {**os.environ, "DATABASE_URL": test_database_url(),
            "CELERY_BROKER_URL": django_settings.CELERY_BROKER_URL,
            "EMAIL_HOST": "127.0.0.1", "EMAIL_PORT": str(smtp_port),
-           "CAMPAIGN_RATE_PER_SECOND": "8",
-           # The test runs the recovery sweep itself, at once (no beat here).
-           "JOB_HEARTBEAT_STALE_SECONDS": "0"}  # fmt: skip
+           "CAMPAIGN_RATE_PER_SECOND": str(rate),
+           # The kill tests run the recovery sweep themselves, at once (no beat here).
+           "JOB_HEARTBEAT_STALE_SECONDS": str(stale_seconds)}  # fmt: skip
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "config", "worker", f"--pool={pool}",
-         "--concurrency=1",
+         f"--concurrency={concurrency}",
          "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "WARNING"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

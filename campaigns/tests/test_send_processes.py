@@ -1,0 +1,49 @@
+"""A send delivered by a REAL Celery worker with a pool of two processes, as `make run`
+starts it: both processes send the run's batches, and nobody is messaged twice."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+
+import pytest
+
+from campaigns import services
+from campaigns.models import Campaign, CampaignRun, Delivery, Outcome, RunStatus
+from campaigns.tests.test_worker_killed import start_worker, wait_until
+from profiles.tests.factories import ProfileFactory
+from segments.models import Segment
+
+pytestmark = pytest.mark.django_db(transaction=True)
+PEOPLE = 120
+
+
+def test_both_worker_processes_send_batches_of_one_run_each_mail_once(smtp_inbox, settings):
+    from config.celery import app
+
+    app.control.purge()
+    segment = Segment.objects.create(name="Everyone", definition={"all": []})
+    for n in range(PEOPLE):
+        ProfileFactory(name=f"P{n}", email=f"p{n}@example.com")
+    campaign = Campaign.objects.create(name="Big", segment=segment, subject="Hi", body="Hello")
+    # Throttled, so the send lasts long enough for the second process to join it; with a
+    # heartbeat limit, as in production, so a batch in hand is not taken for a dead one's.
+    worker = start_worker(settings.EMAIL_PORT, pool="prefork", concurrency=2, rate=30,
+                          stale_seconds=45)  # fmt: skip
+    try:
+        run = services.send_start(campaign, user=None)
+        wait_until(lambda: CampaignRun.objects.get(pk=run.pk).finished, seconds=180)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    run = CampaignRun.objects.get(pk=run.pk)
+    assert run.status == RunStatus.DONE and run.processed == run.total == PEOPLE
+    recipients = sorted(message["To"] for message in smtp_inbox.messages)
+    assert recipients == sorted(f"p{n}@example.com" for n in range(PEOPLE))
+    assert set(Delivery.objects.filter(run=run).values_list("outcome", flat=True)) == {Outcome.SENT}
+    # A Message-ID names the process that made it (<time.pid.random@host>).
+    senders = {message["Message-ID"].split(".")[1] for message in smtp_inbox.messages}
+    assert len(senders) == 2
