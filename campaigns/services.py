@@ -293,12 +293,14 @@ def deliver_batch(run: CampaignRun, claimed: list[Delivery]) -> None:
     results = delivery_module.deliver_many(messages) if messages else []
     now = timezone.now()
     events: list[tuple[int, str, dict, str]] = []
+    sent = 0
     gone_tokens = []
     for row, result in zip(rendered, results, strict=True):
         row.outcome = Outcome.SENT if result.accepted else Outcome.FAILED
         row.error, row.provider_id, row.at = result.error[:2000], result.provider_id[:200], now
         properties = {"Campaign": campaign.name, "Channel": campaign.get_channel_display()}
         if result.accepted:
+            sent += 1
             events.append((row.profile_id, "Notification Sent", properties, f"ntf-{row.pk}-sent"))
         else:
             # The provider refused it after the retries: on the timeline with its reason.
@@ -309,7 +311,10 @@ def deliver_batch(run: CampaignRun, claimed: list[Delivery]) -> None:
     _outcomes_store(rendered)
     delivery_services.push_tokens_forget(tokens=gone_tokens)
     if events:
-        delivery_module.notification_events_record(deliveries=events)
+        # Campaign name and channel come from the database; a refusal's reason does not.
+        delivery_module.notification_events_record(
+            deliveries=events, may_hold_unstorable=len(events) > sent
+        )
 
 
 def _outcomes_store(rows: list[Delivery]) -> None:
