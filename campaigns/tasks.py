@@ -5,8 +5,8 @@ from django.db import InterfaceError, OperationalError
 from campaigns import services
 from config.jobs import JobInterrupted, job_continue_later, register_recoverable_job
 
-
-@shared_task(
+# A send's tasks: idempotent (claimed rows are never resent), retried on a lost database.
+send_task = shared_task(
     acks_late=True,
     soft_time_limit=6 * 60 * 60,
     time_limit=6 * 60 * 60 + 60,
@@ -14,6 +14,9 @@ from config.jobs import JobInterrupted, job_continue_later, register_recoverable
     retry_backoff=True,
     max_retries=3,
 )
+
+
+@send_task
 def campaign_run_task(run_id: int) -> None:
     """Assign outcomes and deliver one run (idempotent: claimed rows are never resent),
     with CAMPAIGN_SEND_PROCESSES worker processes on it."""
@@ -23,14 +26,7 @@ def campaign_run_task(run_id: int) -> None:
         job_continue_later(campaign_run_task, run_id)
 
 
-@shared_task(
-    acks_late=True,
-    soft_time_limit=6 * 60 * 60,
-    time_limit=6 * 60 * 60 + 60,
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=True,
-    max_retries=3,
-)
+@send_task
 def campaign_run_join_task(run_id: int, processes: int) -> None:
     """One more process on a run that campaign_run_task is delivering (see run_join)."""
     try:

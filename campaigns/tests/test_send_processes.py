@@ -3,29 +3,23 @@ starts it: both processes send the run's batches, and nobody is messaged twice."
 
 from __future__ import annotations
 
-import signal
-import subprocess
-
 import pytest
 
 from campaigns import services
-from campaigns.models import Campaign, CampaignRun, Delivery, Outcome, RunStatus
-from campaigns.tests.test_worker_killed import start_worker, wait_until
-from profiles.tests.factories import ProfileFactory
-from segments.models import Segment
+from campaigns.models import CampaignRun, Delivery, Outcome, RunStatus
+from campaigns.tests.test_worker_killed import (
+    campaign_to_everyone,
+    start_worker,
+    stop_worker,
+    wait_until,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PEOPLE = 120
 
 
 def test_both_worker_processes_send_batches_of_one_run_each_mail_once(smtp_inbox, settings):
-    from config.celery import app
-
-    app.control.purge()
-    segment = Segment.objects.create(name="Everyone", definition={"all": []})
-    for n in range(PEOPLE):
-        ProfileFactory(name=f"P{n}", email=f"p{n}@example.com")
-    campaign = Campaign.objects.create(name="Big", segment=segment, subject="Hi", body="Hello")
+    campaign = campaign_to_everyone(PEOPLE)
     # Throttled, so the send lasts long enough for the second process to join it; with a
     # heartbeat limit, as in production, so a batch in hand is not taken for a dead one's.
     worker = start_worker(settings.EMAIL_PORT, pool="prefork", concurrency=2, rate=30,
@@ -34,11 +28,7 @@ def test_both_worker_processes_send_batches_of_one_run_each_mail_once(smtp_inbox
         run = services.send_start(campaign, user=None)
         wait_until(lambda: CampaignRun.objects.get(pk=run.pk).finished, seconds=180)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_worker(worker)
     run = CampaignRun.objects.get(pk=run.pk)
     assert run.status == RunStatus.DONE and run.processed == run.total == PEOPLE
     recipients = sorted(message["To"] for message in smtp_inbox.messages)
