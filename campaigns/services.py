@@ -363,6 +363,7 @@ def run_deliver(run_id: int) -> CampaignRun:
         return CampaignRun.objects.get(pk=run_id)
     run = CampaignRun.objects.select_related("campaign").get(pk=run_id)
     _claims_abandoned_fail(run)
+    _progress_recount(run)
     return _deliver_pending(run, processes=1)
 
 
@@ -389,14 +390,18 @@ def _claims_abandoned_fail(run: CampaignRun, *, older_than: dt.datetime | None =
     )
 
 
+def _progress_recount(run: CampaignRun) -> None:
+    """On taking a run over, before any other process joins it: from here on each
+    process adds its batches to `processed`."""
+    CampaignRun.objects.filter(pk=run.pk).update(
+        processed=Delivery.objects.filter(run=run).exclude(outcome=Outcome.PENDING).count()
+    )
+
+
 def _deliver_pending(run: CampaignRun, *, processes: int) -> CampaignRun:
     # The run's processes share the channel's rate: each sends its share.
     rate = _rate(run.campaign.channel) / max(1, processes)
     size = max(1, min(BATCH_SIZE, int(rate)))
-    if processes == 1:
-        CampaignRun.objects.filter(pk=run.pk).update(
-            processed=Delivery.objects.filter(run=run).exclude(outcome=Outcome.PENDING).count()
-        )
     last = 0
     while True:
         run.refresh_from_db(fields=["stop_requested"])
@@ -495,6 +500,7 @@ def run_execute(run_id: int, *, processes: int = 1) -> CampaignRun:
     if run.total == 0:
         total = outcomes_assign(run, Profile.objects.filter(audience_q(run.campaign)))
         CampaignRun.objects.filter(pk=run.pk).update(total=total)
+    _progress_recount(run)
     joined = 1
     for _ in range(processes - 1):
         try:
