@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from typing import Any
 
@@ -23,6 +24,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce, Lower
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
 
 from campaigns import delivery as delivery_module
 from campaigns.delivery import services as delivery_services
@@ -47,6 +49,7 @@ from segments.compiler import SegmentDefinitionError, compile_definition
 REACHABLE_CHANNEL = {"email": "email", "sms": "sms", "whatsapp": "whatsapp", "push": "push",
                      "webpush": "push"}  # fmt: skip
 BATCH_SIZE = 500
+logger = logging.getLogger(__name__)
 UNREACHABLE_DEVICE = "the triggering event came from a device that cannot receive this channel"
 
 
@@ -242,18 +245,32 @@ def message_for(campaign: Campaign, profile: Profile, address: str, reference: s
     )
 
 
+_CLAIM_SQL = """
+UPDATE {table} d SET outcome = %(claimed)s, at = now()
+  FROM (SELECT id FROM {table}
+         WHERE run_id = %(run)s AND outcome = %(pending)s AND id > %(after)s
+         ORDER BY id LIMIT %(size)s
+           FOR UPDATE SKIP LOCKED) next
+ WHERE d.id = next.id
+RETURNING d.id
+"""
+
+
 def _claim(run: CampaignRun, size: int, *, after: int = 0) -> list[Delivery]:
     """Mark the next pending rows as claimed and commit before anything is sent:
-    a row is messaged at most once even if the worker dies right after. `after` (the last
-    id this worker claimed) lets the index scan skip the rows already taken."""
-    with transaction.atomic():
-        ids = list(
-            Delivery.objects.select_for_update(skip_locked=True)
-            .filter(run=run, outcome=Outcome.PENDING, pk__gt=after)
-            .order_by("pk")
-            .values_list("pk", flat=True)[:size]
-        )
-        Delivery.objects.filter(pk__in=ids).update(outcome=Outcome.CLAIMED, at=timezone.now())
+    a row is messaged at most once even if the worker dies right after. One statement;
+    SKIP LOCKED lets the run's other processes take the rows after these at the same time.
+    `after` (the last id this process claimed) lets the index scan skip the rows taken."""
+    table = Delivery._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM_SQL.format(table=table),
+            {"claimed": Outcome.CLAIMED, "pending": Outcome.PENDING, "run": run.pk,
+             "after": after, "size": size},
+        )  # fmt: skip
+        ids = [row[0] for row in cursor.fetchall()]
+    if not ids:
+        return []
     return list(Delivery.objects.filter(pk__in=ids).select_related("profile").order_by("pk"))
 
 
@@ -276,12 +293,14 @@ def deliver_batch(run: CampaignRun, claimed: list[Delivery]) -> None:
     results = delivery_module.deliver_many(messages) if messages else []
     now = timezone.now()
     events: list[tuple[int, str, dict, str]] = []
+    sent = 0
     gone_tokens = []
     for row, result in zip(rendered, results, strict=True):
         row.outcome = Outcome.SENT if result.accepted else Outcome.FAILED
         row.error, row.provider_id, row.at = result.error[:2000], result.provider_id[:200], now
         properties = {"Campaign": campaign.name, "Channel": campaign.get_channel_display()}
         if result.accepted:
+            sent += 1
             events.append((row.profile_id, "Notification Sent", properties, f"ntf-{row.pk}-sent"))
         else:
             # The provider refused it after the retries: on the timeline with its reason.
@@ -292,7 +311,10 @@ def deliver_batch(run: CampaignRun, claimed: list[Delivery]) -> None:
     _outcomes_store(rendered)
     delivery_services.push_tokens_forget(tokens=gone_tokens)
     if events:
-        delivery_module.notification_events_record(deliveries=events)
+        # Campaign name and channel come from the database; a refusal's reason does not.
+        delivery_module.notification_events_record(
+            deliveries=events, may_hold_unstorable=len(events) > sent
+        )
 
 
 def _outcomes_store(rows: list[Delivery]) -> None:
@@ -335,23 +357,51 @@ def run_take_over(run_id: int) -> bool:
 
 
 def run_deliver(run_id: int) -> CampaignRun:
-    """Deliver every pending row of a run, throttled, checking the stop flag between batches.
-    Safe to call again on a run a dead worker left behind."""
+    """Deliver every pending row of a run in this process, throttled, checking the stop
+    flag between batches. Safe to call again on a run a dead worker left behind."""
     if not run_take_over(run_id):
         return CampaignRun.objects.get(pk=run_id)
-    return _deliver_pending(CampaignRun.objects.select_related("campaign").get(pk=run_id))
+    run = CampaignRun.objects.select_related("campaign").get(pk=run_id)
+    _claims_abandoned_fail(run)
+    _progress_recount(run)
+    return _deliver_pending(run, processes=1)
 
 
-def _deliver_pending(run: CampaignRun) -> CampaignRun:
-    # Rows claimed by a worker that died may or may not have gone out: never resend them.
-    Delivery.objects.filter(run=run, outcome=Outcome.CLAIMED).update(
+def run_join(run_id: int, *, processes: int) -> CampaignRun:
+    """Another worker process on a run being delivered: it claims batches beside the
+    process that took the run over (SKIP LOCKED keeps them apart) and beats the same
+    heartbeat. It never takes a run over, so it never touches rows another process has
+    claimed; `processes` is how many share the run (each takes its share of the rate)."""
+    run = CampaignRun.objects.select_related("campaign").get(pk=run_id)
+    if run.status != RunStatus.DELIVERING:
+        return run  # not started, or finished before this process got to it
+    return _deliver_pending(run, processes=processes)
+
+
+def _claims_abandoned_fail(run: CampaignRun, *, older_than: dt.datetime | None = None) -> None:
+    """Rows claimed by a worker that died may or may not have gone out: never resend them.
+    Called when a run is taken over, and by the last process of a run for claims older
+    than the heartbeat's limit (a process of the run died while others went on)."""
+    claimed = Delivery.objects.filter(run=run, outcome=Outcome.CLAIMED)
+    if older_than is not None:
+        claimed = claimed.filter(at__lt=older_than)
+    claimed.update(
         outcome=Outcome.FAILED, error="interrupted while sending; not resent to avoid a duplicate"
     )
-    rate = _rate(run.campaign.channel)
-    size = max(1, min(BATCH_SIZE, int(rate)))
+
+
+def _progress_recount(run: CampaignRun) -> None:
+    """On taking a run over, before any other process joins it: from here on each
+    process adds its batches to `processed`."""
     CampaignRun.objects.filter(pk=run.pk).update(
         processed=Delivery.objects.filter(run=run).exclude(outcome=Outcome.PENDING).count()
     )
+
+
+def _deliver_pending(run: CampaignRun, *, processes: int) -> CampaignRun:
+    # The run's processes share the channel's rate: each sends its share.
+    rate = _rate(run.campaign.channel) / max(1, processes)
+    size = max(1, min(BATCH_SIZE, int(rate)))
     last = 0
     while True:
         run.refresh_from_db(fields=["stop_requested"])
@@ -374,6 +424,22 @@ def _deliver_pending(run: CampaignRun) -> CampaignRun:
         pause = len(claimed) / rate - (time.monotonic() - started)
         if pause > 0:
             time.sleep(pause)
+    return _finish_unless_in_flight(run)
+
+
+def _finish_unless_in_flight(run: CampaignRun) -> CampaignRun:
+    """Nothing is left to claim: the run is done once no process is still sending a batch.
+    Each process stores its batch's outcomes before it looks, so of the last two to look at
+    least one sees the other's batch stored and finishes the run (both may: finishing is
+    idempotent). A claim older than the heartbeat's limit belongs to a dead process."""
+    from config.jobs import stale_after
+
+    alive_since = timezone.now() - stale_after()
+    in_flight = Delivery.objects.filter(run=run, outcome=Outcome.CLAIMED, at__gte=alive_since)
+    if in_flight.exists():
+        run.refresh_from_db()
+        return run  # the process sending it finishes the run
+    _claims_abandoned_fail(run, older_than=alive_since)
     return _finish(run, RunStatus.DONE)
 
 
@@ -422,15 +488,28 @@ def send_start(campaign: Campaign, *, user, queue: bool = True) -> CampaignRun:
     return run
 
 
-def run_execute(run_id: int) -> CampaignRun:
-    """The task body: assign outcomes once (idempotent), then deliver what is pending."""
+def run_execute(run_id: int, *, processes: int = 1) -> CampaignRun:
+    """The task body: assign outcomes once (idempotent), then deliver what is pending, with
+    `processes - 1` more worker processes joining (`run_join`, queued as their own tasks)."""
+    from campaigns.tasks import campaign_run_join_task
+
     if not run_take_over(run_id):
         return CampaignRun.objects.get(pk=run_id)
     run = CampaignRun.objects.select_related("campaign__segment").get(pk=run_id)
+    _claims_abandoned_fail(run)
     if run.total == 0:
         total = outcomes_assign(run, Profile.objects.filter(audience_q(run.campaign)))
         CampaignRun.objects.filter(pk=run.pk).update(total=total)
-    return _deliver_pending(run)
+    _progress_recount(run)
+    joined = 1
+    for _ in range(processes - 1):
+        try:
+            campaign_run_join_task.delay(run.pk, processes)
+        except BrokerError:  # the broker is down: this process sends everything
+            logger.warning("could not queue a helper for campaign run %s", run.pk)
+            break
+        joined += 1
+    return _deliver_pending(run, processes=joined)
 
 
 def run_stop(run: CampaignRun) -> None:

@@ -41,11 +41,13 @@ def deliver_many(messages: list[OutgoingMessage]) -> list[DeliveryResult]:
 
 
 def notification_events_record(
-    *, deliveries: list[tuple[int, str, dict] | tuple[int, str, dict, str]]
+    *,
+    deliveries: list[tuple[int, str, dict] | tuple[int, str, dict, str]],
+    may_hold_unstorable: bool = True,
 ) -> None:
     from campaigns.delivery.events import notification_events_record as _record
 
-    _record(deliveries=deliveries)
+    _record(deliveries=deliveries, may_hold_unstorable=may_hold_unstorable)
 
 
 __all__ = [

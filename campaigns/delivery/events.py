@@ -30,9 +30,13 @@ def _profile_handles(profile_ids: set[int]) -> dict[int, tuple[str, str]]:
     return handles
 
 
-def notification_events_record(*, deliveries: list[NotificationEvent]) -> None:
+def notification_events_record(
+    *, deliveries: list[NotificationEvent], may_hold_unstorable: bool = True
+) -> None:
     """Record each event with its client event id when it has one: a report the provider
-    repeats (or a batch recorded again after a retry) never makes a second event."""
+    repeats (or a batch recorded again after a retry) never makes a second event.
+    `may_hold_unstorable=False`: every property value was read from the database (so
+    PostgreSQL stores it again), and ingest skips its scan for NUL and lone surrogates."""
     handles = _profile_handles({profile_id for profile_id, *_ in deliveries})
     now = int(time.time())
     records = []
@@ -50,6 +54,6 @@ def notification_events_record(*, deliveries: list[NotificationEvent]) -> None:
         records.append(record)
     if not records:
         return
-    result = ingest_records(records, actor=Actor.system())
+    result = ingest_records(records, actor=Actor.system(), may_hold_unstorable=may_hold_unstorable)
     for number, error in result.refusals.items():
         logger.warning("notification event %d refused: %s", number, error)

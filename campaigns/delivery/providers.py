@@ -8,13 +8,14 @@ import smtplib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from email.utils import formatdate
 
 import requests
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
-from django.core.mail.message import make_msgid
+from django.core.mail.message import make_msgid, sanitize_address
 
-from campaigns.delivery import DeliveryResult, OutgoingMessage
+from campaigns.delivery import DeliveryResult, OutgoingMessage, mime
 from campaigns.delivery.config import ProviderConfig, provider_config
 
 logger = logging.getLogger(__name__)
@@ -171,27 +172,38 @@ def _webpush_send(
 
 
 class _SmtpBatch:
-    """One SMTP connection for the batch, reopened when the server drops it."""
+    """One SMTP connection for the batch, reopened when the server drops it.
+
+    Django's mail backend (EMAIL_BACKEND) opens, secures and logs in the connection; the
+    message is built by `mime.email_bytes` and handed to its smtplib connection as bytes.
+    A backend that is not an SMTP one (the test suite's in-memory backend) is given the
+    same message as a Django email instead."""
 
     def __init__(self) -> None:
         self.connection = None
+        self.sender = sanitize_address(settings.DEFAULT_FROM_EMAIL, settings.DEFAULT_CHARSET)
 
     def send(self, message: OutgoingMessage) -> DeliveryResult:
-        email = EmailMultiAlternatives(
-            subject=message.subject,
-            body=message.body,
-            from_email=settings.DEFAULT_FROM_EMAIL,
-            to=[message.to],
-            headers={"X-Message-Reference": message.reference, "Message-ID": make_msgid()},
-        )
-        if message.html:
-            email.attach_alternative(message.html, "text/html")
+        try:
+            to = message.to if mime.plain_address(message.to) else sanitize_address(
+                message.to, settings.DEFAULT_CHARSET)  # fmt: skip
+        except ValueError as exc:
+            return DeliveryResult(accepted=False, error=f"recipient refused: {exc}")
+        message_id = make_msgid()
         try:
             if self.connection is None:
                 self.connection = get_connection(fail_silently=False, timeout=SMTP_TIMEOUT)
                 self.connection.open()
-            email.connection = self.connection
-            email.send(fail_silently=False)
+            smtp = getattr(self.connection, "connection", None)
+            if isinstance(smtp, smtplib.SMTP):
+                data = mime.email_bytes(
+                    sender=self.sender, to=to, subject=message.subject, text=message.body,
+                    html=message.html or None, reference=message.reference, message_id=message_id,
+                    date=formatdate(localtime=settings.EMAIL_USE_LOCALTIME),
+                )  # fmt: skip
+                smtp.sendmail(self.sender, [to], data)
+            else:
+                self.connection.send_messages([_django_email(message, message_id)])
         except smtplib.SMTPRecipientsRefused as exc:
             return DeliveryResult(accepted=False, error=f"recipient refused: {exc.recipients}")
         except smtplib.SMTPResponseException as exc:
@@ -206,7 +218,7 @@ class _SmtpBatch:
             return DeliveryResult(
                 accepted=False, error=f"mail server unreachable: {exc}", transient=True
             )
-        return DeliveryResult(accepted=True, provider_id=email.extra_headers["Message-ID"])
+        return DeliveryResult(accepted=True, provider_id=message_id)
 
     def close(self) -> None:
         if self.connection is not None:
@@ -215,6 +227,19 @@ class _SmtpBatch:
             except Exception:  # closing a broken connection: nothing left to save
                 logger.debug("closing SMTP connection failed", exc_info=True)
             self.connection = None
+
+
+def _django_email(message: OutgoingMessage, message_id: str) -> EmailMultiAlternatives:
+    email = EmailMultiAlternatives(
+        subject=mime.one_line(message.subject),
+        body=message.body,
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[message.to],
+        headers={"X-Message-Reference": message.reference, "Message-ID": message_id},
+    )
+    if message.html:
+        email.attach_alternative(message.html, "text/html")
+    return email
 
 
 def deliver_many(messages: list[OutgoingMessage]) -> list[DeliveryResult]:

@@ -214,6 +214,69 @@ class TestResume:
         assert [m["To"] for m in smtp_inbox.messages] == ["ann@example.com"]
 
 
+class TestSeveralProcesses:
+    """A send's worker processes share its rows (campaigns.tasks.campaign_run_join_task)."""
+
+    def delivering_run(self, people: int):
+        from campaigns.models import RunStatus
+
+        for n in range(people):
+            ProfileFactory(name=f"P{n}", email=f"p{n}@example.com")
+        run = campaign_for().runs.create(kind=RunKind.SEND, status=RunStatus.DELIVERING)
+        run.total = services.outcomes_assign(run, Profile.objects.all())
+        run.save()
+        return run
+
+    def test_the_last_process_still_sending_finishes_the_run_and_nobody_gets_two(self, smtp_inbox):
+        from campaigns.models import RunStatus
+
+        run = self.delivering_run(6)
+        in_other_hands = services._claim(run, 2)  # another process is sending these
+        joined = services.run_join(run.pk, processes=2)
+        # This process sent the rest, left the other's rows alone and did not end the run.
+        assert joined.status == RunStatus.DELIVERING
+        assert len(smtp_inbox.messages) == 4
+        others = Delivery.objects.filter(pk__in=[row.pk for row in in_other_hands])
+        assert set(others.values_list("outcome", flat=True)) == {Outcome.CLAIMED}
+        # The other process stores its batch, finds nothing left and finishes the run.
+        services.deliver_batch(run, in_other_hands)
+        assert services.run_join(run.pk, processes=2).status == RunStatus.DONE
+        assert sorted(m["To"] for m in smtp_inbox.messages) == sorted(
+            f"p{n}@example.com" for n in range(6)
+        )
+        assert set(Delivery.objects.filter(run=run).values_list("outcome", flat=True)) == {
+            Outcome.SENT
+        }
+
+    def test_rows_a_dead_process_claimed_are_failed_by_the_last_one_never_resent(self, smtp_inbox):
+        import datetime as dt
+
+        from django.utils import timezone
+
+        from campaigns.models import RunStatus
+        from config.jobs import stale_after
+
+        run = self.delivering_run(5)
+        abandoned = [row.pk for row in services._claim(run, 2)]
+        Delivery.objects.filter(pk__in=abandoned).update(
+            at=timezone.now() - stale_after() - dt.timedelta(seconds=1)
+        )
+        assert services.run_join(run.pk, processes=2).status == RunStatus.DONE
+        assert len(smtp_inbox.messages) == 3
+        assert set(Delivery.objects.filter(pk__in=abandoned).values_list("outcome", flat=True)) == {
+            Outcome.FAILED
+        }
+
+    def test_a_process_joining_a_run_not_being_delivered_does_nothing(self, smtp_inbox):
+        from campaigns.models import RunStatus
+
+        run = self.delivering_run(2)
+        run.status = RunStatus.QUEUED
+        run.save()
+        assert services.run_join(run.pk, processes=2).status == RunStatus.QUEUED
+        assert smtp_inbox.messages == []
+
+
 class TestOutcomesAcrossBatches:
     def test_a_token_given_in_an_earlier_batch_is_a_duplicate_later(self, monkeypatch):
         monkeypatch.setattr(services, "OUTCOME_BATCH_IDS", 1)  # one profile per statement

@@ -26,16 +26,23 @@ ROOT = Path(__file__).resolve().parents[2]
 PEOPLE = 40
 
 
-def start_worker(smtp_port: int, pool: str = "solo") -> subprocess.Popen:
+def start_worker(
+    smtp_port: int,
+    pool: str = "solo",
+    *,
+    concurrency: int = 1,
+    rate: int = 8,
+    stale_seconds: int = 0,
+) -> subprocess.Popen:
     env = {**os.environ, "DATABASE_URL": test_database_url(),
            "CELERY_BROKER_URL": django_settings.CELERY_BROKER_URL,
            "EMAIL_HOST": "127.0.0.1", "EMAIL_PORT": str(smtp_port),
-           "CAMPAIGN_RATE_PER_SECOND": "8",
-           # The test runs the recovery sweep itself, at once (no beat here).
-           "JOB_HEARTBEAT_STALE_SECONDS": "0"}  # fmt: skip
+           "CAMPAIGN_RATE_PER_SECOND": str(rate),
+           # The kill tests run the recovery sweep themselves, at once (no beat here).
+           "JOB_HEARTBEAT_STALE_SECONDS": str(stale_seconds)}  # fmt: skip
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "config", "worker", f"--pool={pool}",
-         "--concurrency=1",
+         f"--concurrency={concurrency}",
          "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "WARNING"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -49,14 +56,28 @@ def wait_until(condition, seconds: float = 60) -> None:
         time.sleep(0.2)
 
 
-def test_a_killed_worker_is_resumed_and_nobody_is_messaged_twice(smtp_inbox, settings):
+def stop_worker(worker: subprocess.Popen) -> None:
+    """A warm shutdown, as make run stops it; killed if it takes too long."""
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+
+
+def campaign_to_everyone(people: int) -> Campaign:
+    """An email campaign to `people` new profiles, with nothing left in the task queue."""
     from config.celery import app
 
     app.control.purge()
     segment = Segment.objects.create(name="Everyone", definition={"all": []})
-    for n in range(PEOPLE):
+    for n in range(people):
         ProfileFactory(name=f"P{n}", email=f"p{n}@example.com")
-    campaign = Campaign.objects.create(name="Big", segment=segment, subject="Hi", body="Hello")
+    return Campaign.objects.create(name="Big", segment=segment, subject="Hi", body="Hello")
+
+
+def test_a_killed_worker_is_resumed_and_nobody_is_messaged_twice(smtp_inbox, settings):
+    campaign = campaign_to_everyone(PEOPLE)
     port = settings.EMAIL_PORT
     worker = start_worker(port)
     try:
@@ -79,11 +100,7 @@ def test_a_killed_worker_is_resumed_and_nobody_is_messaged_twice(smtp_inbox, set
         assert jobs_recover().get("campaign run") == [run.pk]
         wait_until(lambda: CampaignRun.objects.get(pk=run.pk).finished, seconds=120)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_worker(worker)
 
     run = CampaignRun.objects.get(pk=run.pk)
     assert run.status == RunStatus.DONE
@@ -102,13 +119,7 @@ def test_a_killed_worker_is_resumed_and_nobody_is_messaged_twice(smtp_inbox, set
 
 
 def test_a_stopping_worker_hands_the_send_back_and_the_next_start_finishes_it(smtp_inbox, settings):
-    from config.celery import app
-
-    app.control.purge()
-    segment = Segment.objects.create(name="Everyone", definition={"all": []})
-    for n in range(PEOPLE):
-        ProfileFactory(name=f"P{n}", email=f"p{n}@example.com")
-    campaign = Campaign.objects.create(name="Big", segment=segment, subject="Hi", body="Hello")
+    campaign = campaign_to_everyone(PEOPLE)
     port = settings.EMAIL_PORT
     # prefork, as make run starts it: the pool's child reads the stop flag.
     worker = start_worker(port, pool="prefork")
@@ -131,11 +142,7 @@ def test_a_stopping_worker_hands_the_send_back_and_the_next_start_finishes_it(sm
     try:
         wait_until(lambda: CampaignRun.objects.get(pk=run.pk).finished, seconds=120)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_worker(worker)
     run = CampaignRun.objects.get(pk=run.pk)
     assert run.status == RunStatus.DONE
     recipients = [message["To"] for message in smtp_inbox.messages]
