@@ -299,6 +299,8 @@ CAMPAIGN_RATE_PER_SECOND = (
     json.loads(_campaign_rate) if _campaign_rate.startswith("{") else float(_campaign_rate)
 )
 CAMPAIGN_LIVE_SCAN_SECONDS = float(os.environ.get("CAMPAIGN_LIVE_SCAN_SECONDS", 5))
+# Worker processes one campaign send runs on side by side (claims skip locked rows).
+CAMPAIGN_SEND_PROCESSES = int(os.environ.get("CAMPAIGN_SEND_PROCESSES", 2))
 CELERY_BEAT_SCHEDULE = {
     **CELERY_BEAT_SCHEDULE,
     "campaigns-live-scan": {

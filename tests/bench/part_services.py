@@ -1,7 +1,7 @@
 """Part 1: the profile services themselves, in-process, without HTTP.
 
-Batches of 1000 calls, each batch in one transaction with shared lookups
-(`service_batch`), as the REST upload and the imports call them:
+Batches of 1000 calls, each batch in one transaction
+(each call a batch of one through profiles.bulk):
 - events/s through `event_push`: events on known devices, on never-seen
   devices (a new anonymous profile each) and by fresh identities;
 - profile updates/s through `profile_push`: known and fresh identities,
@@ -56,13 +56,12 @@ def _timed_batches(batches: int, make_calls: Callable[[int], list[Callable[[], o
     from django.db import transaction
 
     from profiles.properties import RecordError
-    from profiles.services import service_batch
 
     done, elapsed = 0, 0.0
     for batch in range(batches):
         calls = make_calls(batch)
         started = time.perf_counter()
-        with transaction.atomic(), service_batch():
+        with transaction.atomic():
             for call in calls:
                 with contextlib.suppress(RecordError):
                     call()
@@ -73,7 +72,7 @@ def _timed_batches(batches: int, make_calls: Callable[[int], list[Callable[[], o
 
 def run(ctx: BenchContext) -> list[Figure]:
     from profiles.models import Source
-    from profiles.services import Actor, DeviceInfo, event_push, profile_login, profile_push
+    from profiles.services import Actor, event_push, profile_login, profile_push
 
     actor = Actor(source=Source.API, label="bench")
     batches = 3 if ctx.quick else 20
@@ -81,7 +80,6 @@ def run(ctx: BenchContext) -> list[Figure]:
     devices = _known_devices(5000) or [_device_id(tag, 99999, i) for i in range(100)]
     identities = _known_identities(5000)
     names = ["Product Viewed", "Added To Cart", "Charged", "Searched"]
-    info = DeviceInfo(platform="Android", make="Google", model="Pixel 8")
 
     def event_calls(batch: int) -> list[Callable[[], object]]:
         calls = []
@@ -94,7 +92,7 @@ def run(ctx: BenchContext) -> list[Figure]:
             }
             roll = random.random()
             if roll < 0.6:  # known device
-                where = {"device_id": random.choice(devices), "device_info": info}
+                where = {"device_id": random.choice(devices)}
             elif roll < 0.8:  # never-seen device: a new anonymous profile
                 where = {"device_id": _device_id(tag, batch, i)}
             else:  # a fresh identity, no device
