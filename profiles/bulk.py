@@ -453,15 +453,7 @@ class _Planner:
                     self.owner.pop(pair, None)
             identifiers_changed = bool(update.remove_identifier_kinds)
             for kind, value in update.add_identifiers.items():
-                if (kind, value) in state.identifiers:
-                    continue
-                identifiers_changed = True
-                if kind in SINGLE_VALUED_KINDS:
-                    for pair in [p for p in state.identifiers if p[0] == kind]:
-                        state.identifiers.discard(pair)
-                        self.owner.pop(pair, None)
-                state.identifiers.add((kind, value))
-                self.owner[(kind, value)] = state.token
+                identifiers_changed |= self._give(state, (kind, value))
             self.types.update(update.types)
             self.new_types.update(update.types)
             state.changes.extend(update.changes)
@@ -534,16 +526,22 @@ class _Planner:
         a single-valued kind replaces the value the profile had."""
         if state.partial:  # found by its one key (rows naming more load full states)
             return
-        for kind, value in names:
-            if kind in ("objectId", PROFILE_KEY) or (kind, value) in state.identifiers:
-                continue
-            if kind in SINGLE_VALUED_KINDS:
-                for pair in [p for p in state.identifiers if p[0] == kind]:
-                    state.identifiers.discard(pair)
-                    self.owner.pop(pair, None)
-            state.identifiers.add((kind, value))
-            self.owner[(kind, value)] = state.token
-            state.touched = True
+        for name in names:
+            if name[0] not in ("objectId", PROFILE_KEY) and self._give(state, name):
+                state.touched = True
+
+    def _give(self, state: _State, identifier: tuple[str, str]) -> bool:
+        """Add an identifier to `state` (replacing the value of a single-valued kind);
+        False when it holds it already."""
+        if identifier in state.identifiers:
+            return False
+        if identifier[0] in SINGLE_VALUED_KINDS:
+            for pair in [p for p in state.identifiers if p[0] == identifier[0]]:
+                state.identifiers.discard(pair)
+                self.owner.pop(pair, None)
+        state.identifiers.add(identifier)
+        self.owner[identifier] = state.token
+        return True
 
     def login_map(self, state: _State, object_id: str, left_behind: _State | None) -> None:
         """Map a device to `state` (after the login's data was applied); link the
