@@ -23,6 +23,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -43,16 +44,45 @@ KICK_KEY = "sdk:kick"
 DRAIN_LEASE_KEY = "sdk:draining"
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end"
 SEEN_SECONDS = 7 * 24 * 3600  # the SDK retries from localStorage across visits
-# Append unless this request was appended before: one atomic step, one round trip. Returns
-# false (a re-fire), or 1 when a drain should be nudged (none in the last half second), or 0.
-_APPEND_ONCE = """
-if KEYS[1] ~= '' and not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
-  return false
+# One round trip per `/a` call: the rate counters, then (within budget, and unless this
+# request was appended before) the append, in one atomic script. KEYS: per-IP counter,
+# per-device counter or '', re-fire key or '', stream, kick key; ARGV: the two limits, the
+# entry ('' for a call that stores nothing), the re-fire key's lifetime. Returns -1 over a
+# rate limit (nothing appended), 2 for a re-fire or a call with nothing to append, 1 when
+# appended and a drain should be nudged (none in the last half second), else 0.
+_SUBMIT = """
+local over = false
+for index = 1, 2 do
+  if KEYS[index] ~= '' then
+    local count = redis.call('INCR', KEYS[index])
+    redis.call('EXPIRE', KEYS[index], 120)
+    if count > tonumber(ARGV[index]) then over = true end
+  end
 end
-redis.call('XADD', KEYS[2], '*', 'r', ARGV[1])
-if redis.call('SET', KEYS[3], '1', 'NX', 'PX', 500) then return 1 end
+if over then return -1 end
+if ARGV[3] == '' then return 2 end
+if KEYS[3] ~= '' and not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[4]) then
+  return 2
+end
+redis.call('XADD', KEYS[4], '*', 'r', ARGV[3])
+if redis.call('SET', KEYS[5], '1', 'NX', 'PX', 500) then return 1 end
 return 0
 """
+_submit_script: Any = None
+
+
+class SdkRateLimited(Exception):
+    """Over the per-IP or per-device requests per minute: nothing was appended."""
+
+
+@dataclass(frozen=True)
+class RateBudget:
+    """The counters one call counts against and their limits (requests per minute)."""
+
+    ip_key: str
+    ip_limit: int
+    device_key: str = ""
+    device_limit: int = 0
 
 
 def _lease_seconds() -> int:
@@ -76,26 +106,45 @@ def _stream(shard: int) -> str:
 
 
 def sdk_queue_append(
-    *, guid: str, records: list[dict[str, Any]], actor_label: str, dedupe_key: str | None
+    *,
+    guid: str,
+    records: list[dict[str, Any]],
+    actor_label: str,
+    dedupe_key: str | None,
+    rate: RateBudget | None = None,
 ) -> bool:
-    """Queue this call's records for the guid's shard; False when the same request was
-    queued before (nothing to do). Writes synchronously when Redis refuses the append,
-    so an acknowledged call is never lost."""
-    entry = json.dumps({"r": records, "a": actor_label}, separators=(",", ":"))
+    """Count the call against `rate` and queue its records for the guid's shard, in one
+    Redis round trip; True when records were appended, False when there was nothing to
+    append or the same request was queued before. SdkRateLimited over a limit (nothing
+    appended). Without Redis the limits are not enforced and the records are written
+    synchronously, so an acknowledged call is never lost."""
+    global _submit_script
+    entry = json.dumps({"r": records, "a": actor_label}, separators=(",", ":")) if records else ""
     keys = [
+        rate.ip_key if rate else "",
+        rate.device_key if rate else "",
         f"{SEEN_PREFIX}{dedupe_key}" if dedupe_key else "",
         _stream(sdk_queue_shard(guid)),
         KICK_KEY,
     ]
+    limits = [rate.ip_limit, rate.device_limit] if rate else [0, 0]
     try:
-        added = _redis().eval(_APPEND_ONCE, 3, *keys, entry, SEEN_SECONDS)
-        if added == 1:
-            _kick()
+        client = _redis()
+        if _submit_script is None:  # EVALSHA, loading the script once per process
+            _submit_script = client.register_script(_SUBMIT)
+        outcome = _submit_script(keys=keys, args=[*limits, entry, SEEN_SECONDS], client=client)
     except redis.RedisError:
-        logger.warning("SDK queue unavailable: writing the call synchronously", exc_info=True)
-        _ingest(records, actor_label)
-        return True
-    return added is not None
+        if records:
+            logger.warning("SDK queue unavailable: writing the call synchronously", exc_info=True)
+            _ingest(records, actor_label)
+            return True
+        logger.warning("SDK rate limits not enforced: Redis unavailable", exc_info=True)
+        return False
+    if outcome == -1:
+        raise SdkRateLimited()
+    if outcome == 1:
+        _kick()
+    return outcome in (0, 1)
 
 
 def _kick() -> None:
