@@ -95,7 +95,7 @@ def sdk_decode_payload(raw: str | None) -> dict[str, Any]:
 
 
 # JSON.stringify writes a lone surrogate as an escape; json.loads turns it back into a
-# character PostgreSQL cannot store, which would stop the queue's batch that holds it.
+# character PostgreSQL cannot store, and ingest would refuse the whole record for it.
 _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 
 

@@ -55,7 +55,7 @@ def test_decodes_what_the_sdk_sends_including_emoji_and_other_scripts():
               for _ in range(150)]  # fmt: skip
     for text, encoded in zip(texts, sdk_compress(texts), strict=True):
         assert lz_decompress_from_base64(encoded, max_chars=10_000) == text
-    # lzstring 1.0.4 returns an emoji as two lone surrogates, which PostgreSQL refuses.
+    # lzstring 1.0.4 returns an emoji as two lone surrogates: ingest refused such a record.
     assert lzstring.LZString().decompressFromBase64(sdk_compress(["😀"])[0]) != "😀"
 
 
@@ -85,8 +85,8 @@ def test_a_small_d_cannot_expand_past_the_cap():
 
 
 def test_a_lone_surrogate_escape_becomes_a_replacement_character():
-    # JSON.stringify writes a lone surrogate as an escape; stored as is it would stop the
-    # queue batch holding it (PostgreSQL refuses it).
+    # JSON.stringify writes a lone surrogate as an escape; kept as is, ingest would refuse
+    # the record (PostgreSQL cannot store it).
     text = json.dumps({"id": "A", "a": "\ud83d", "b": "\ud83d\ude00"})
     payload = sdk_decode_payload(lzstring.LZString().compressToBase64(text))
     assert payload == {"id": "A", "a": "\ufffd", "b": "😀"}
