@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 STREAM_PREFIX = "sdk:q:"
 SEEN_PREFIX = "sdk:seen:"
 KICK_KEY = "sdk:kick"
-DRAIN_LEASE_KEY = "sdk:draining"
+DRAIN_LEASE_KEY = "sdk:draining"  # one key per drain slot: sdk:draining:<n>
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end"
 SEEN_SECONDS = 7 * 24 * 3600  # the SDK retries from localStorage across visits
 # One round trip per `/a` call: the rate counters, then (within budget, and unless this
@@ -191,6 +191,30 @@ def _runs(entries: list[tuple[Any, dict[Any, Any]]]) -> Iterator[tuple[str, list
         yield label, records
 
 
+def _layers(records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The records as consecutive ingest calls that keep each device's order and put no
+    device's events and profile records in one call.
+
+    Ingest stores events set-based but sends every record of a person named by both an
+    event and a profile record of one call down its one-by-one path (to keep that person's
+    order), ~10 ms a record. The SDK sends a page view and then a profile push for the
+    same guid within a second, so in one batch most profile pushes took their device's
+    events along. Here a device's records go to layer 0 until its record type changes,
+    then to layer 1, and so on; the layers are applied in order, so each device's records
+    are still applied in the order the device sent them."""
+    layers: list[list[dict[str, Any]]] = []
+    last: dict[Any, tuple[Any, int]] = {}  # device -> (type of its last record, its layer)
+    for record in records:
+        device = record.get("objectId")
+        previous = last.get(device)
+        layer = 0 if previous is None else previous[1] + (previous[0] != record.get("type"))
+        last[device] = (record.get("type"), layer)
+        if layer == len(layers):
+            layers.append([])
+        layers[layer].append(record)
+    return layers
+
+
 def sdk_queue_drain_shard(shard: int) -> int:
     """Apply the next batch of one shard; the number of stream entries applied.
 
@@ -208,7 +232,8 @@ def sdk_queue_drain_shard(shard: int) -> int:
         if not entries:
             return 0
         for label, records in _runs(entries):
-            _ingest(records, label)
+            for layer in _layers(records):
+                _ingest(layer, label)
         last = entries[-1][0]
         mark.last_id = last.decode() if isinstance(last, bytes) else last
         mark.save(update_fields=["last_id"])
@@ -220,21 +245,39 @@ def sdk_queue_drain_shard(shard: int) -> int:
     return len(entries)
 
 
+def _drain_slots() -> int:
+    return int(getattr(settings, "SDK_DRAIN_PARALLEL", 2))
+
+
+def _take_drain_slot(client: Any, token: str) -> str | None:
+    for slot in range(_drain_slots()):
+        key = f"{DRAIN_LEASE_KEY}:{slot}"
+        if client.set(key, token, nx=True, ex=_lease_seconds()):
+            return key
+    return None
+
+
 def sdk_queue_drain(*, seconds: float, idle_seconds: float = 1.0) -> int:
     """Drain every shard until the queue has stayed empty for `idle_seconds` (or for at
-    most `seconds`); the number of entries applied. One drain runs at a time (a Redis
-    lease, renewed as it goes; a killed drain's lease lapses after SDK_DRAIN_LEASE_SECONDS);
-    a second one returns at once: the first is already on it."""
+    most `seconds`); the number of entries applied.
+
+    At most SDK_DRAIN_PARALLEL (2) drains run at once, each holding a slot (a Redis lease,
+    renewed as it goes; a killed drain's lease lapses after SDK_DRAIN_LEASE_SECONDS); one
+    more returns at once: those running are already on it. Running drains share the
+    shards (a shard's batch is taken by one of them: its mark's row lock), so while one
+    waits on PostgreSQL's commits the other applies another shard; a device's order holds,
+    its records being in one shard, applied batch after batch."""
     client = _redis()
     token = uuid.uuid4().hex
-    if not client.set(DRAIN_LEASE_KEY, token, nx=True, ex=_lease_seconds()):
+    lease_key = _take_drain_slot(client, token)
+    if lease_key is None:
         return 0
     deadline = time.monotonic() + seconds
     idle_since = time.monotonic()
     applied = 0
     try:
         while time.monotonic() < deadline:
-            client.set(DRAIN_LEASE_KEY, token, xx=True, ex=_lease_seconds())
+            client.set(lease_key, token, xx=True, ex=_lease_seconds())
             done = sum(sdk_queue_drain_shard(shard) for shard in range(_shards()))
             applied += done
             if done:
@@ -244,7 +287,7 @@ def sdk_queue_drain(*, seconds: float, idle_seconds: float = 1.0) -> int:
             else:
                 time.sleep(0.02)
     finally:
-        client.eval(_RELEASE, 1, DRAIN_LEASE_KEY, token)
+        client.eval(_RELEASE, 1, lease_key, token)
     # An append that found the lease taken just before it was released: drain it now.
     if applied and sdk_queue_backlog() and time.monotonic() < deadline:
         applied += sdk_queue_drain(seconds=deadline - time.monotonic(), idle_seconds=0)
