@@ -23,6 +23,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -40,19 +41,48 @@ logger = logging.getLogger(__name__)
 STREAM_PREFIX = "sdk:q:"
 SEEN_PREFIX = "sdk:seen:"
 KICK_KEY = "sdk:kick"
-DRAIN_LEASE_KEY = "sdk:draining"
+DRAIN_LEASE_KEY = "sdk:draining"  # one key per drain slot: sdk:draining:<n>
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end"
 SEEN_SECONDS = 7 * 24 * 3600  # the SDK retries from localStorage across visits
-# Append unless this request was appended before: one atomic step, one round trip. Returns
-# false (a re-fire), or 1 when a drain should be nudged (none in the last half second), or 0.
-_APPEND_ONCE = """
-if KEYS[1] ~= '' and not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
-  return false
+# One round trip per `/a` call: the rate counters, then (within budget, and unless this
+# request was appended before) the append, in one atomic script. KEYS: per-IP counter,
+# per-device counter or '', re-fire key or '', stream, kick key; ARGV: the two limits, the
+# entry ('' for a call that stores nothing), the re-fire key's lifetime. Returns -1 over a
+# rate limit (nothing appended), 2 for a re-fire or a call with nothing to append, 1 when
+# appended and a drain should be nudged (none in the last half second), else 0.
+_SUBMIT = """
+local over = false
+for index = 1, 2 do
+  if KEYS[index] ~= '' then
+    local count = redis.call('INCR', KEYS[index])
+    redis.call('EXPIRE', KEYS[index], 120)
+    if count > tonumber(ARGV[index]) then over = true end
+  end
 end
-redis.call('XADD', KEYS[2], '*', 'r', ARGV[1])
-if redis.call('SET', KEYS[3], '1', 'NX', 'PX', 500) then return 1 end
+if over then return -1 end
+if ARGV[3] == '' then return 2 end
+if KEYS[3] ~= '' and not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[4]) then
+  return 2
+end
+redis.call('XADD', KEYS[4], '*', 'r', ARGV[3])
+if redis.call('SET', KEYS[5], '1', 'NX', 'PX', 500) then return 1 end
 return 0
 """
+_submit_script: Any = None
+
+
+class SdkRateLimited(Exception):
+    """Over the per-IP or per-device requests per minute: nothing was appended."""
+
+
+@dataclass(frozen=True)
+class RateBudget:
+    """The counters one call counts against and their limits (requests per minute)."""
+
+    ip_key: str
+    ip_limit: int
+    device_key: str = ""
+    device_limit: int = 0
 
 
 def _lease_seconds() -> int:
@@ -76,26 +106,45 @@ def _stream(shard: int) -> str:
 
 
 def sdk_queue_append(
-    *, guid: str, records: list[dict[str, Any]], actor_label: str, dedupe_key: str | None
+    *,
+    guid: str,
+    records: list[dict[str, Any]],
+    actor_label: str,
+    dedupe_key: str | None,
+    rate: RateBudget | None = None,
 ) -> bool:
-    """Queue this call's records for the guid's shard; False when the same request was
-    queued before (nothing to do). Writes synchronously when Redis refuses the append,
-    so an acknowledged call is never lost."""
-    entry = json.dumps({"r": records, "a": actor_label}, separators=(",", ":"))
+    """Count the call against `rate` and queue its records for the guid's shard, in one
+    Redis round trip; True when records were appended, False when there was nothing to
+    append or the same request was queued before. SdkRateLimited over a limit (nothing
+    appended). Without Redis the limits are not enforced and the records are written
+    synchronously, so an acknowledged call is never lost."""
+    global _submit_script
+    entry = json.dumps({"r": records, "a": actor_label}, separators=(",", ":")) if records else ""
     keys = [
+        rate.ip_key if rate else "",
+        rate.device_key if rate else "",
         f"{SEEN_PREFIX}{dedupe_key}" if dedupe_key else "",
         _stream(sdk_queue_shard(guid)),
         KICK_KEY,
     ]
+    limits = [rate.ip_limit, rate.device_limit] if rate else [0, 0]
     try:
-        added = _redis().eval(_APPEND_ONCE, 3, *keys, entry, SEEN_SECONDS)
-        if added == 1:
-            _kick()
+        client = _redis()
+        if _submit_script is None:  # EVALSHA, loading the script once per process
+            _submit_script = client.register_script(_SUBMIT)
+        outcome = _submit_script(keys=keys, args=[*limits, entry, SEEN_SECONDS], client=client)
     except redis.RedisError:
-        logger.warning("SDK queue unavailable: writing the call synchronously", exc_info=True)
-        _ingest(records, actor_label)
-        return True
-    return added is not None
+        if records:
+            logger.warning("SDK queue unavailable: writing the call synchronously", exc_info=True)
+            _ingest(records, actor_label)
+            return True
+        logger.warning("SDK rate limits not enforced: Redis unavailable", exc_info=True)
+        return False
+    if outcome == -1:
+        raise SdkRateLimited()
+    if outcome == 1:
+        _kick()
+    return outcome in (0, 1)
 
 
 def _kick() -> None:
@@ -142,6 +191,30 @@ def _runs(entries: list[tuple[Any, dict[Any, Any]]]) -> Iterator[tuple[str, list
         yield label, records
 
 
+def _layers(records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The records as consecutive ingest calls that keep each device's order and put no
+    device's events and profile records in one call.
+
+    Ingest stores events set-based but sends every record of a person named by both an
+    event and a profile record of one call down its one-by-one path (to keep that person's
+    order), ~10 ms a record. The SDK sends a page view and then a profile push for the
+    same guid within a second, so in one batch most profile pushes took their device's
+    events along. Here a device's records go to layer 0 until its record type changes,
+    then to layer 1, and so on; the layers are applied in order, so each device's records
+    are still applied in the order the device sent them."""
+    layers: list[list[dict[str, Any]]] = []
+    last: dict[Any, tuple[Any, int]] = {}  # device -> (type of its last record, its layer)
+    for record in records:
+        device = record.get("objectId")
+        previous = last.get(device)
+        layer = 0 if previous is None else previous[1] + (previous[0] != record.get("type"))
+        last[device] = (record.get("type"), layer)
+        if layer == len(layers):
+            layers.append([])
+        layers[layer].append(record)
+    return layers
+
+
 def sdk_queue_drain_shard(shard: int) -> int:
     """Apply the next batch of one shard; the number of stream entries applied.
 
@@ -159,7 +232,8 @@ def sdk_queue_drain_shard(shard: int) -> int:
         if not entries:
             return 0
         for label, records in _runs(entries):
-            _ingest(records, label)
+            for layer in _layers(records):
+                _ingest(layer, label)
         last = entries[-1][0]
         mark.last_id = last.decode() if isinstance(last, bytes) else last
         mark.save(update_fields=["last_id"])
@@ -171,21 +245,39 @@ def sdk_queue_drain_shard(shard: int) -> int:
     return len(entries)
 
 
+def _drain_slots() -> int:
+    return int(getattr(settings, "SDK_DRAIN_PARALLEL", 2))
+
+
+def _take_drain_slot(client: Any, token: str) -> str | None:
+    for slot in range(_drain_slots()):
+        key = f"{DRAIN_LEASE_KEY}:{slot}"
+        if client.set(key, token, nx=True, ex=_lease_seconds()):
+            return key
+    return None
+
+
 def sdk_queue_drain(*, seconds: float, idle_seconds: float = 1.0) -> int:
     """Drain every shard until the queue has stayed empty for `idle_seconds` (or for at
-    most `seconds`); the number of entries applied. One drain runs at a time (a Redis
-    lease, renewed as it goes; a killed drain's lease lapses after SDK_DRAIN_LEASE_SECONDS);
-    a second one returns at once: the first is already on it."""
+    most `seconds`); the number of entries applied.
+
+    At most SDK_DRAIN_PARALLEL (2) drains run at once, each holding a slot (a Redis lease,
+    renewed as it goes; a killed drain's lease lapses after SDK_DRAIN_LEASE_SECONDS); one
+    more returns at once: those running are already on it. Running drains share the
+    shards (a shard's batch is taken by one of them: its mark's row lock), so while one
+    waits on PostgreSQL's commits the other applies another shard; a device's order holds,
+    its records being in one shard, applied batch after batch."""
     client = _redis()
     token = uuid.uuid4().hex
-    if not client.set(DRAIN_LEASE_KEY, token, nx=True, ex=_lease_seconds()):
+    lease_key = _take_drain_slot(client, token)
+    if lease_key is None:
         return 0
     deadline = time.monotonic() + seconds
     idle_since = time.monotonic()
     applied = 0
     try:
         while time.monotonic() < deadline:
-            client.set(DRAIN_LEASE_KEY, token, xx=True, ex=_lease_seconds())
+            client.set(lease_key, token, xx=True, ex=_lease_seconds())
             done = sum(sdk_queue_drain_shard(shard) for shard in range(_shards()))
             applied += done
             if done:
@@ -195,7 +287,7 @@ def sdk_queue_drain(*, seconds: float, idle_seconds: float = 1.0) -> int:
             else:
                 time.sleep(0.02)
     finally:
-        client.eval(_RELEASE, 1, DRAIN_LEASE_KEY, token)
+        client.eval(_RELEASE, 1, lease_key, token)
     # An append that found the lease taken just before it was released: drain it now.
     if applied and sdk_queue_backlog() and time.monotonic() < deadline:
         applied += sdk_queue_drain(seconds=deadline - time.monotonic(), idle_seconds=0)

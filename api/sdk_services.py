@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import lzstring
 from django.conf import settings
 from django.utils import timezone
 
-from api.credentials import _redis
 from api.models import SdkSettings
-from api.sdk_queue import sdk_queue_append
+from api.sdk_lzstring import LzTextTooLong, lz_decompress_from_base64
+from api.sdk_queue import RateBudget, SdkRateLimited, sdk_queue_append
 from profiles.models import ApiCredential
 from profiles.rules.web_push import SubscriptionError, web_push_subscription
 
@@ -77,21 +76,34 @@ def sdk_decode_payload(raw: str | None) -> dict[str, Any]:
         raise SdkRefusal(413, "The `d` parameter is too large.")
     # A `+` sent unescaped arrives as a space after query-string decoding.
     raw = raw.replace(" ", "+")
+    max_chars = _limit("SDK_MAX_PAYLOAD_CHARS", 65_536)
     try:
-        text = lzstring.LZString().decompressFromBase64(raw)
-    except Exception:  # the library raises KeyError/IndexError/TypeError on garbage
-        text = None
+        text = lz_decompress_from_base64(raw, max_chars=max_chars)
+    except LzTextTooLong:
+        raise SdkRefusal(413, "The decoded payload is too large.") from None
     if not text:
         raise SdkRefusal(400, "The `d` parameter is not LZString base64.")
-    if len(text) > _limit("SDK_MAX_PAYLOAD_CHARS", 65_536):
-        raise SdkRefusal(413, "The decoded payload is too large.")
     try:
         payload = json.loads(text)
     except ValueError:
         raise SdkRefusal(400, "The `d` parameter does not hold JSON.") from None
     if not isinstance(payload, dict):
         raise SdkRefusal(400, "The `d` parameter must hold a JSON object.")
+    if _ESCAPED_SURROGATE.search(text):
+        payload = _without_lone_surrogates(payload)
     return payload
+
+
+# JSON.stringify writes a lone surrogate as an escape; json.loads turns it back into a
+# character PostgreSQL cannot store, and ingest would refuse the whole record for it.
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _without_lone_surrogates(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload with escaped surrogate pairs joined and lone surrogates as U+FFFD."""
+    text = json.dumps(payload, ensure_ascii=False)
+    text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return json.loads(text)
 
 
 def sdk_account(account_id: object) -> ApiCredential:
@@ -151,34 +163,21 @@ def sdk_origin_allowed(settings_row: SdkSettings, origin: str | None) -> bool:
     return origin is not None and origin in allowed
 
 
-def sdk_rate_check(*, account_id: str, guid: str | None, client_ip: str) -> None:
-    """Per-device and per-IP request counts per minute in Redis; SdkRefusal(429) over either.
-
-    Without Redis the limits are not enforced (logged): the SDK stays available.
-    """
-    import redis
-
+def sdk_rate_budget(*, account_id: str, guid: str | None, client_ip: str) -> RateBudget:
+    """The per-IP and per-device requests-per-minute counters a call counts against
+    (checked in Redis together with the append: api.sdk_queue; 429 over either).
+    Without Redis the limits are not enforced (logged): the SDK stays available."""
     minute = int(timezone.now().timestamp() // 60)
-    checks = [(f"sdk:rate:ip:{client_ip}:{minute}", _limit("SDK_RATE_PER_IP_PER_MINUTE", 600))]
-    if guid:
-        checks.append(
-            (
-                f"sdk:rate:dev:{account_id}:{guid}:{minute}",
-                _limit("SDK_RATE_PER_DEVICE_PER_MINUTE", 120),
-            )
-        )
-    try:
-        pipe = _redis().pipeline()
-        for key, _ in checks:
-            pipe.incr(key)
-            pipe.expire(key, 120)
-        counts = pipe.execute()[::2]
-    except redis.RedisError:
-        logger.warning("SDK rate limits not enforced: Redis unavailable", exc_info=True)
-        return
-    for count, (_, limit) in zip(counts, checks, strict=True):
-        if count > limit:
-            raise SdkRefusal(429, "Too many requests; try again in a minute.")
+    ip_key = f"sdk:rate:ip:{client_ip}:{minute}"
+    ip_limit = _limit("SDK_RATE_PER_IP_PER_MINUTE", 600)
+    if not guid:
+        return RateBudget(ip_key=ip_key, ip_limit=ip_limit)
+    return RateBudget(
+        ip_key=ip_key,
+        ip_limit=ip_limit,
+        device_key=f"sdk:rate:dev:{account_id}:{guid}:{minute}",
+        device_limit=_limit("SDK_RATE_PER_DEVICE_PER_MINUTE", 120),
+    )
 
 
 def _clean_guid(value: object) -> str | None:
@@ -417,7 +416,9 @@ def sdk_handle(request: SdkRequest) -> SdkReply:
     # A login of a different user (rc) drops the browser's guid: it gets a new one.
     if payload.get("rc") is True and payload.get("isOUL") is True:
         given_guid = None
-    sdk_rate_check(account_id=credential.account_id, guid=given_guid, client_ip=request.client_ip)
+    rate = sdk_rate_budget(
+        account_id=credential.account_id, guid=given_guid, client_ip=request.client_ip
+    )
     guid = given_guid or new_guid()
     session = payload.get("s")
     if not isinstance(session, int) or isinstance(session, bool) or session <= 0:
@@ -427,19 +428,32 @@ def sdk_handle(request: SdkRequest) -> SdkReply:
     )
 
     _touch(settings_row, origin)
-    if _is_opted_out(guid):
-        reply.opted_out = True
-        return reply
-    records, opted_out = _records(request, payload, guid, credential.account_id)
-    if records:
+    records: list[dict[str, Any]] = []
+    opted_out: bool | None = None
+    refusal: SdkRefusal | None = None
+    if not _is_opted_out(guid):
+        try:
+            records, opted_out = _records(request, payload, guid, credential.account_id)
+        except SdkRefusal as error:  # still counted: a flood of bad calls is limited too
+            refusal = error
+    try:
         # Checked here, written by the queue's worker through ingest (api.sdk_queue): the
-        # reply carries the guid before its device row exists.
+        # reply carries the guid before its device row exists. The rate limits are
+        # checked in the same round trip; a call storing nothing still counts.
         reply.queued = sdk_queue_append(
             guid=guid,
             records=records,
             actor_label=f"SDK: {credential.name}",
-            dedupe_key=_refire_key(request, credential.account_id, guid),
+            dedupe_key=_refire_key(request, credential.account_id, guid) if records else None,
+            rate=rate,
         )
+    except SdkRateLimited:
+        raise SdkRefusal(429, "Too many requests; try again in a minute.") from None
+    if refusal is not None:
+        raise refusal
+    if _is_opted_out(guid):
+        reply.opted_out = True
+        return reply
     if opted_out is not None:
         reply.opted_out = opted_out
         if opted_out:

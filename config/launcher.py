@@ -202,7 +202,12 @@ def _python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
-WEB_WORKERS = int(os.environ.get("WEB_WORKERS", "3"))
+WEB_WORKERS = int(os.environ.get("WEB_WORKERS", "2"))
+# Threads per web process (gunicorn's gthread worker). The web SDK's `/a` is many small
+# requests that mostly wait on Redis: threads overlap those waits and keep browsers'
+# connections alive, so a process spends ~0.5 ms of CPU per call where a sync worker
+# (a new connection per call) spent ~0.9 ms (README, Performance, sdk).
+WEB_THREADS = int(os.environ.get("WEB_THREADS", "4"))
 WORKER_CONCURRENCY = int(os.environ.get("WORKER_CONCURRENCY", "2"))
 # How long a stopping worker may finish the task in hand before it is cut off
 # (an import cut off resumes from its last committed chunk on the next start).
@@ -211,14 +216,16 @@ RESTART_DELAY_SECONDS = 2
 
 
 def service_commands(port: str) -> dict[str, list[str]]:
-    """What `make run` serves: gunicorn (sync workers, one database connection
-    each at most, static files through WhiteNoise), the Celery worker and beat."""
+    """What `make run` serves: gunicorn (WEB_WORKERS processes of WEB_THREADS threads,
+    one database connection per thread at most, static files through WhiteNoise),
+    the Celery worker and beat."""
     return {
         "web": _python(
             "-m", "gunicorn", "config.wsgi:application",
             "--bind", f"127.0.0.1:{port}",
             "--workers", str(WEB_WORKERS),
-            "--worker-class", "sync",
+            "--worker-class", "gthread",
+            "--threads", str(WEB_THREADS),
             "--timeout", "120",
             "--graceful-timeout", str(STOP_GRACE_SECONDS),
             "--access-logfile", "-",
@@ -235,16 +242,19 @@ def service_commands(port: str) -> dict[str, list[str]]:
 
 
 def database_connections_bound(
-    *, web_workers: int = WEB_WORKERS, worker_concurrency: int = WORKER_CONCURRENCY
+    *,
+    web_workers: int = WEB_WORKERS,
+    web_threads: int = WEB_THREADS,
+    worker_concurrency: int = WORKER_CONCURRENCY,
 ) -> int:
     """The most PostgreSQL connections `make run` holds, however busy it is:
-    one per gunicorn sync worker (it serves one request at a time and keeps one
+    one per gunicorn thread (it serves one request at a time and keeps one
     connection, CONN_MAX_AGE), per Celery pool child one plus an import's
     pipeline threads, one each for the worker's main process, beat and the
     local SMTP sink."""
     from imports.services import PIPELINE_DEPTH  # Django is set up where this is asked
 
-    return web_workers + worker_concurrency * (1 + PIPELINE_DEPTH) + 3
+    return web_workers * web_threads + worker_concurrency * (1 + PIPELINE_DEPTH) + 3
 
 
 def _start(name: str, command: list[str]) -> subprocess.Popen:

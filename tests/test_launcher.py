@@ -445,7 +445,7 @@ def _connections_by_process() -> dict[str, int]:
 @pytest.mark.django_db(transaction=True)
 def test_bursts_of_api_requests_keep_database_connections_within_the_bound(launchers):
     from api.credentials import api_credential_create
-    from config.launcher import database_connections_bound
+    from config.launcher import WEB_THREADS, database_connections_bound
     from imports.tests.csv_fixtures import ensure_role_groups
     from profiles.models import Profile
 
@@ -474,9 +474,9 @@ def test_bursts_of_api_requests_keep_database_connections_within_the_bound(launc
         assert [status for status, _ in answers] == [200] * requests, answers
         assert all(body.get("processed") == 1 for _, body in answers), answers
         held = _connections_by_process()
-        # The web server holds one connection per sync worker at most, and
+        # The web server holds one connection per thread at most, and
         # everything `make run` started stays within the documented bound.
-        assert held.get("userprofiles-web", 0) <= web_workers, held
+        assert held.get("userprofiles-web", 0) <= web_workers * WEB_THREADS, held
         assert sum(held.values()) <= bound, (held, bound)
     assert Profile.objects.filter(identifiers__value__startswith="burst-").count() == 2 * requests
     assert launcher.stop() == 0

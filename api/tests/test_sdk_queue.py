@@ -10,10 +10,10 @@ from collections.abc import Callable
 import pytest
 
 from api.credentials import _redis
-from api.sdk_queue import sdk_queue_append, sdk_queue_backlog
+from api.sdk_queue import _layers, sdk_queue_append, sdk_queue_backlog
 from api.sdk_tasks import sdk_queue_drain_task
 from api.tests.test_api_support import ApiClient
-from api.tests.test_sdk_endpoint import Browser
+from api.tests.test_sdk_endpoint import Browser, drain_now
 from profiles.models import Device, Event
 from tests.test_faults import worker_processes  # noqa: F401 — fixture
 
@@ -53,6 +53,39 @@ class QueuedBrowser(Browser):
             return super().call(*args, **kwargs)
         finally:
             endpoint.drain_now = drain
+
+
+def test_one_batch_with_events_and_logins_keeps_each_devices_order():
+    api = ApiClient()
+    shopper, other = (QueuedBrowser(api.credential.account_id) for _ in range(2))
+    for browser in (shopper, other):
+        browser.call("page", {"cpg": "https://shop.example/"})
+    shopper.event("Before Login")
+    shopper.login(Identity="layered-1", Plan="gold")
+    other.event("Other Browsing")
+    shopper.event("After Login")
+    shopper.call("push", {"type": "profile", "profile": {"Plan": "platinum"}})
+    shopper.event("After Upgrade")
+    drain_now()  # one batch: every call above is in it
+    assert names_by_device() == {
+        shopper.guid: ["Page Viewed", "Before Login", "After Login", "After Upgrade"],
+        other.guid: ["Page Viewed", "Other Browsing"],
+    }
+    record = api.get("/1/profile.json", {"identity": "layered-1"}).json()["record"]
+    assert record["profileData"]["Plan"] == "platinum"  # the later push won
+    assert record["systemProperties"]["Event count"] == 4
+
+
+def test_layers_split_a_device_at_each_change_of_record_type():
+    records = [{"objectId": device, "type": kind, "n": n} for n, (device, kind) in enumerate(
+        [("a", "event"), ("b", "event"), ("a", "profile"), ("a", "event"), ("b", "event"),
+         ("c", "profile"), ("a", "event")]
+    )]  # fmt: skip
+    assert [[record["n"] for record in layer] for layer in _layers(records)] == [
+        [0, 1, 4, 5],
+        [2],
+        [3, 6],
+    ]
 
 
 def test_the_worker_drains_the_queue_in_order_per_device(celery_worker_real, settings):
