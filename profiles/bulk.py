@@ -1,16 +1,17 @@
-"""Set-based writes into the profile store, for bulk imports (CSV, SFTP).
+"""The one writer of the profile store: every record, in sets (profiles.ingest hands
+it every channel's records; a single record is a batch of one).
 
-The rules are those of profiles.services, applied to thousands of rows at once:
-
-- Every row is validated by the code the API uses (`plan_profile_update`,
+- Every row is validated by the API's rules (`plan_profile_update`,
   `event_validate`, `normalize_identifier`), so a refused row carries the
   API's code and message.
-- A row names its person with one identifier (`identity`, `email`, `phone` or
-  `objectId`). A known one finds that profile; an unknown identity/email/phone
-  creates an identified profile holding it (as `profile_push` and `event_push`
-  do); an unknown objectId creates an anonymous profile and its device.
+- A row names its person by identifiers (`identity`, `email`, `phone`, `fbid`,
+  `gpid`: all held by one profile, never two), a device (`objectId`) or a
+  profile id (dashboard actions). A known one finds that profile; unknown
+  identifiers create an identified profile holding them; an unknown objectId
+  creates an anonymous profile and its device. A row with a device and
+  identifiers is an onUserLogin (services.login_decision picks the profile).
 - Never merge: a row whose data adds an identifier another profile holds is
-  refused, with the message `profile_push` gives.
+  refused (`IdentifierHeldByAnother`).
 - Rows about the same person are applied in order, each against the state
   the previous one left: the last row wins.
 - A property's type is fixed on first sight (PropertyDefinition); a value of
@@ -21,8 +22,8 @@ The rules are those of profiles.services, applied to thousands of rows at once:
 - Concurrency: existing profiles of the batch are locked (`FOR UPDATE`, in id
   order). A concurrent writer that took an identifier, a device or a property
   type first shows up as a conflict on insert; the batch is then rolled back
-  to its savepoint and planned again against the committed state (like the
-  services' identity retries). A batch is all-or-nothing.
+  to its savepoint and planned again against the committed state. Devices are
+  locked before profiles (the one lock order). A batch is all-or-nothing.
 - Pipelining (`before_write`, used by CSV imports): a batch may be read and
   planned without locks while the caller's previous batch is still writing;
   before its first write it locks its profiles and checks their xmin, and is
@@ -412,7 +413,7 @@ class _Planner:
     def plan(self, state: _State, profile_data: dict[str, Any]) -> Callable[[], None]:
         """Validate `profile_data` against `state`; return the function that applies it.
 
-        Raises RecordError (nothing applied) like profile_push would.
+        Raises RecordError (nothing applied) for a refused row.
         """
         if state.partial:
             raise RuntimeError("planning on a profile loaded without its properties")
