@@ -50,7 +50,9 @@ class Education(models.TextChoices):
 
 
 class Profile(models.Model):
-    ct_id = models.CharField("CleverTap ID", max_length=64, unique=True, default=new_ct_id)
+    # Unique by a constraint (Meta), not `unique=True`: that would add a second,
+    # varchar_pattern_ops index for LIKE that no query uses and every insert pays.
+    ct_id = models.CharField("CleverTap ID", max_length=64, default=new_ct_id)
     # Derived, never set by hand: a trigger keeps it equal to
     # EXISTS(identifier of this profile).
     identified = models.BooleanField(default=False, editable=False)
@@ -106,6 +108,7 @@ class Profile(models.Model):
         # The fixed-value default properties; profiles.properties gives the friendly
         # error first, these keep any other writer honest.
         constraints = [
+            models.UniqueConstraint(fields=["ct_id"], name="profile_ct_id_unique"),
             models.CheckConstraint(
                 condition=models.Q(gender__in=["", *Gender.values]), name="profile_gender_valid"
             ),
@@ -186,7 +189,8 @@ class Identifier(models.Model):
 
 class Device(models.Model):
     # CleverTap ID / objectId / guid as the SDK sends it.
-    object_id = models.CharField(max_length=64, unique=True)
+    # Unique by a constraint (Meta), for the same reason as Profile.ct_id.
+    object_id = models.CharField(max_length=64)
     # The profile this device currently maps to. NULL after that profile was
     # deleted: the next call from the device makes a new anonymous profile.
     profile = models.ForeignKey(
@@ -207,6 +211,9 @@ class Device(models.Model):
     last_seen = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["object_id"], name="device_object_id_unique")
+        ]
         indexes = [
             models.Index(fields=["profile"], name="device_profile"),
             models.Index(

@@ -79,13 +79,6 @@ EXPRESSION_INDEXES_DROP = """
 DROP INDEX IF EXISTS profile_identified;
 DROP INDEX IF EXISTS profile_name_prefix;
 """
-# The varchar_pattern_ops ("_like") twins Django adds beside the unique ct_id and
-# object_id indexes: both are only ever looked up by equality, and every index costs
-# every insert.
-DROP_LIKE = """
-DROP INDEX IF EXISTS profiles_profile_ct_id_a4cab094_like;
-DROP INDEX IF EXISTS profiles_device_object_id_5b8b2fd9_like;
-"""
 
 
 class Migration(migrations.Migration):
@@ -101,7 +94,7 @@ class Migration(migrations.Migration):
             name='Device',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('object_id', models.CharField(max_length=64, unique=True)),
+                ('object_id', models.CharField(max_length=64)),
                 ('platform', models.CharField(blank=True, default='', max_length=32)),
                 ('make', models.CharField(blank=True, default='', max_length=64)),
                 ('model', models.CharField(blank=True, default='', max_length=64)),
@@ -149,7 +142,7 @@ class Migration(migrations.Migration):
             name='Profile',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('ct_id', models.CharField(default=profiles.models.new_ct_id, max_length=64, unique=True, verbose_name='CleverTap ID')),
+                ('ct_id', models.CharField(default=profiles.models.new_ct_id, max_length=64, verbose_name='CleverTap ID')),
                 ('identified', models.BooleanField(default=False, editable=False)),
                 ('name', models.CharField(blank=True, default='', max_length=512)),
                 ('email', models.CharField(blank=True, default='', max_length=254)),
@@ -392,7 +385,14 @@ class Migration(migrations.Migration):
             model_name='peopleexport',
             constraint=models.CheckConstraint(condition=models.Q(('status__in', ['pending', 'running', 'done', 'failed'])), name='people_export_status_valid'),
         ),
+        migrations.AddConstraint(
+            model_name='device',
+            constraint=models.UniqueConstraint(fields=('object_id',), name='device_object_id_unique'),
+        ),
+        migrations.AddConstraint(
+            model_name='profile',
+            constraint=models.UniqueConstraint(fields=('ct_id',), name='profile_ct_id_unique'),
+        ),
         migrations.RunSQL(IDENTIFIED_TRIGGERS, IDENTIFIED_TRIGGERS_DROP),
         migrations.RunSQL(EXPRESSION_INDEXES, EXPRESSION_INDEXES_DROP),
-        migrations.RunSQL(DROP_LIKE, migrations.RunSQL.noop),
     ]
