@@ -53,7 +53,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from config.jobs import JobInterrupted, handed_back_heartbeat, job_stop_check, job_stop_requested
+from config.jobs import JobInterrupted, handed_back_heartbeat, job_stop_requested
 from imports import reader_process
 from imports.models import ImportKind, ImportOrigin, ImportRejectedRow, ImportRun, ImportStatus
 from imports.sources import csv as csv_source
@@ -796,13 +796,6 @@ def _import_chunks(run: ImportRun, claim: uuid.UUID) -> None:
             if row[0] > run.last_committed_row  # resume after the checkpoint
         )
         raw_chunks = iter(lambda: list(islice(rows, size)), [])
-        if connection.in_atomic_block:
-            # Inside a caller's transaction (a test's) other connections cannot see
-            # the run: one chunk after the other, on this connection.
-            for chunk in (_chunk_read(reader, raw) for raw in raw_chunks):
-                job_stop_check()
-                _chunk_commit(run, claim, reader, actor, chunk, None, _Turn(), abort)
-            return
         readers = stack.enter_context(_reader_process()) if _reads_elsewhere(run) else None
         chunks = _chunks_read(reader, raw_chunks, readers)
         in_flight: deque[Future] = deque()

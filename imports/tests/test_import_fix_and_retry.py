@@ -19,7 +19,7 @@ from imports.tests.csv_fixtures import (
 )
 from profiles.models import Profile
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)
 
 # Data row 2 has two bad values, data row 3 has no identity and a bad value.
 PEOPLE = (

@@ -20,7 +20,7 @@ from profiles.properties import RecordError
 from profiles.services import Actor, profile_push
 from profiles.tests.factories import identified_profile
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)

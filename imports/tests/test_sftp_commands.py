@@ -7,7 +7,7 @@ from imports.models import ImportRun, SftpSource
 from imports.sftp.services import secret_decrypt
 from imports.tests.sftp_server import PASSWORD, USERNAME, private_key_text
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def run(*args) -> str:

@@ -10,7 +10,7 @@ from imports.sftp.services import secret_decrypt
 from imports.tests.sftp_server import PASSWORD, private_key_text
 
 # Groups first: a transactional test elsewhere may have flushed them.
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("sftp_role_groups")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sftp_role_groups")]
 
 FORM = {
     "name": "acme drop",
@@ -195,6 +195,8 @@ def test_actions_permissions(importer_client, marketer_client, anonymous_client,
     assert source.host_key_fingerprint != "SHA256:x"
 
 
+# In a test transaction: the on-commit callbacks are captured, not run.
+@pytest.mark.django_db
 def test_run_now_queues_a_poll_after_commit(
     importer_client, source, django_capture_on_commit_callbacks
 ):

@@ -45,7 +45,7 @@ def counts(run: SftpRun) -> tuple[int, int, int, int]:
     return run.files_seen, run.files_imported, run.files_skipped, run.files_failed
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_new_file_is_imported_once_across_polls(sftp_server, make_sftp_source):
     source = make_sftp_source(sftp_server)
     sftp_server.put("incoming/people.csv", PROFILES_CSV)
@@ -76,7 +76,7 @@ def test_new_file_is_imported_once_across_polls(sftp_server, make_sftp_source):
     assert ImportRun.objects.count() == 1
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_file_looked_at_twice_in_one_poll_when_settle_time_given(sftp_server, make_sftp_source):
     source = make_sftp_source(sftp_server)
     sftp_server.put("incoming/people.csv", PROFILES_CSV)
@@ -84,7 +84,7 @@ def test_file_looked_at_twice_in_one_poll_when_settle_time_given(sftp_server, ma
     assert counts(run) == (1, 1, 0, 0)
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_file_still_growing_is_left_until_two_looks_agree(sftp_server, make_sftp_source):
     source = make_sftp_source(sftp_server)
     sftp_server.put("incoming/people.csv", "identity,Name\nu-1,Ann\n", mtime=1_700_000_000)
@@ -98,7 +98,7 @@ def test_file_still_growing_is_left_until_two_looks_agree(sftp_server, make_sftp
     assert sorted(statuses.values()) == [SftpFileStatus.CHANGED, SftpFileStatus.IMPORTED]
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_a_new_version_under_the_same_name_is_imported_again(sftp_server, make_sftp_source):
     source = make_sftp_source(sftp_server)
     sftp_server.put("incoming/people.csv", PROFILES_CSV, mtime=1_700_000_000)
@@ -109,7 +109,7 @@ def test_a_new_version_under_the_same_name_is_imported_again(sftp_server, make_s
     assert "people.1.csv" in sftp_server.files("incoming/processed")
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_result_file_has_totals_and_rejected_rows(sftp_server, make_sftp_source):
     source = make_sftp_source(sftp_server)
     sftp_server.put(
@@ -126,7 +126,7 @@ def test_result_file_has_totals_and_rejected_rows(sftp_server, make_sftp_source)
     assert len(body.strip().splitlines()) >= 1 + run.rows_rejected
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_events_named_by_file_name_convention(sftp_server, make_sftp_source):
     source = make_sftp_source(sftp_server, kind="by_name")
     sftp_server.put(
@@ -146,7 +146,7 @@ def test_events_named_by_file_name_convention(sftp_server, make_sftp_source):
     assert "status,failed" in result and "naming convention" in result
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_a_file_the_import_refuses_goes_to_failed(sftp_server, make_sftp_source):
     source = make_sftp_source(sftp_server)
     sftp_server.put("incoming/bad.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")  # not a CSV
@@ -161,7 +161,7 @@ def test_a_file_the_import_refuses_goes_to_failed(sftp_server, make_sftp_source)
     assert counts(poll(source)) == (0, 0, 0, 0)
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_read_only_account_imports_but_notes_it_could_not_move_or_write(
     sftp_server, make_sftp_source
 ):
@@ -180,7 +180,7 @@ def test_read_only_account_imports_but_notes_it_could_not_move_or_write(
     assert ImportRun.objects.count() == 1
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_file_vanishing_mid_read_stays_retryable(sftp_server, make_sftp_source):
     source = make_sftp_source(sftp_server)
     sftp_server.put("incoming/people.csv", PROFILES_CSV, mtime=1_700_000_000)
@@ -196,7 +196,7 @@ def test_file_vanishing_mid_read_stays_retryable(sftp_server, make_sftp_source):
     assert counts(poll(source)) == (1, 1, 0, 0)
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_an_import_interrupted_by_a_dead_worker_is_resumed_not_duplicated(
     sftp_server, make_sftp_source
 ):
@@ -223,7 +223,7 @@ def test_an_import_interrupted_by_a_dead_worker_is_resumed_not_duplicated(
     assert Profile.objects.filter(name="Ann").count() == 1
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_key_auth_source(sftp_server, make_sftp_source, sftp_client_key):
     source = make_sftp_source(sftp_server, private_key=private_key_text(sftp_client_key))
     assert source.has_private_key and not source.has_password
@@ -231,7 +231,7 @@ def test_key_auth_source(sftp_server, make_sftp_source, sftp_client_key):
     assert counts(poll(source, settle_seconds=0.1)) == (1, 1, 0, 0)
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_secrets_are_encrypted_at_rest(sftp_server, make_sftp_source, settings):
     source = make_sftp_source(sftp_server)
     with connection.cursor() as cursor:
@@ -247,7 +247,7 @@ def test_secrets_are_encrypted_at_rest(sftp_server, make_sftp_source, settings):
     assert run.status == SftpRunStatus.FAILED and "cannot be decrypted" in run.error
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_bad_password_fails_the_run_without_retry(sftp_server, make_sftp_source):
     source = make_sftp_source(sftp_server, password="wrong")
     sftp_server.put("incoming/people.csv", PROFILES_CSV)
@@ -257,7 +257,7 @@ def test_bad_password_fails_the_run_without_retry(sftp_server, make_sftp_source)
     assert SftpFile.objects.count() == 0
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_connection_refused_is_reported_as_transient(sftp_server, make_sftp_source):
     source = make_sftp_source(sftp_server, port=closed_port())
     run = poll(source)
@@ -265,7 +265,7 @@ def test_connection_refused_is_reported_as_transient(sftp_server, make_sftp_sour
     assert run.error.startswith("Connection refused")
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_silent_server_times_out(sftp_server, make_sftp_source):
     silent = SilentServer()
     try:
@@ -277,7 +277,7 @@ def test_silent_server_times_out(sftp_server, make_sftp_source):
     assert run.error.startswith("Timed out")
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_forbidden_folder_is_reported(sftp_server, make_sftp_source):
     source = make_sftp_source(sftp_server)
     sftp_server.denied_dirs.add("/incoming")
@@ -285,7 +285,7 @@ def test_forbidden_folder_is_reported(sftp_server, make_sftp_source):
     assert run.status == SftpRunStatus.FAILED and run.error.startswith("Permission denied")
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_unpinned_host_key_refuses_to_poll(sftp_server, make_sftp_source):
     source = make_sftp_source(sftp_server, host_key_fingerprint="")
     sftp_server.put("incoming/people.csv", PROFILES_CSV)
@@ -298,7 +298,7 @@ def test_unpinned_host_key_refuses_to_poll(sftp_server, make_sftp_source):
     assert counts(poll(source, settle_seconds=0.1)) == (1, 1, 0, 0)
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_changed_host_key_stops_the_source(sftp_server, make_sftp_source):
     source = make_sftp_source(sftp_server)
     sftp_server.put("incoming/people.csv", PROFILES_CSV)
@@ -316,7 +316,7 @@ def test_changed_host_key_stops_the_source(sftp_server, make_sftp_source):
     assert PeriodicTask.objects.get(pk=source.periodic_task_id).enabled
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_a_second_poll_while_one_runs_is_refused(sftp_server, make_sftp_source):
     source = make_sftp_source(sftp_server)
     SftpRun.objects.create(source=source, trigger="schedule")  # status running
@@ -352,7 +352,7 @@ def test_two_workers_polling_at_once_import_each_file_once(sftp_server, make_sft
     assert SftpFile.objects.filter(status=SftpFileStatus.IMPORTED).count() == 3
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_schedule_follows_the_source(sftp_server, make_sftp_source):
     import datetime as dt
 
@@ -372,7 +372,7 @@ def test_schedule_follows_the_source(sftp_server, make_sftp_source):
     assert secret_decrypt(SftpSource.objects.get().password_encrypted) == PASSWORD  # kept
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_task_retries_transient_failures_with_backoff_but_not_bad_credentials(
     sftp_server, make_sftp_source
 ):
@@ -386,7 +386,7 @@ def test_task_retries_transient_failures_with_backoff_but_not_bad_credentials(
     assert SftpRun.objects.filter(source=bad).count() == 1
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_task_skips_disabled_and_deleted_sources(sftp_server, make_sftp_source):
     from imports.sftp.tasks import sftp_poll_source_task
 

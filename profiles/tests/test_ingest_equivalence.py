@@ -24,7 +24,7 @@ from profiles.services import Actor
 API = Actor(source=Source.API)
 TS = 1700000000
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
