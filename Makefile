@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 LAUNCH := $(BIN)/python -m config.launcher
 UV_VERSION := 0.13.8
 
-.PHONY: run test lint format bench install browser clean lock
+.PHONY: run test lint format bench install browser bench-tools clean lock
 
 run: $(STAMP)
 	$(LAUNCH) run
@@ -18,7 +18,7 @@ test: $(STAMP) browser lint node_modules/.package-lock.json
 node_modules/.package-lock.json: package-lock.json
 	npm ci --no-audit --no-fund
 
-bench: $(STAMP)
+bench: $(STAMP) bench-tools
 	SECRET_KEY=$${SECRET_KEY:-bench-only-secret-key} $(LAUNCH) exec -- $(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 # Lint, format, types, and models that agree with their migrations.
@@ -56,6 +56,18 @@ browser:
 			(apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) >/dev/null; \
 		else \
 			echo "WARNING: /usr/bin/chromium is missing and we cannot install it: browser tests will be SKIPPED."; \
+		fi; \
+	fi
+
+# The sdk part's load generator is Debian's wrk (one C thread): a Python client would
+# take the cores it measures. Installed when missing and we are root, like chromium.
+bench-tools:
+	@if ! command -v wrk >/dev/null; then \
+		if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+			echo "Installing Debian's wrk for the sdk part..."; \
+			(apt-get install -y -q wrk || (apt-get update -q && apt-get install -y -q wrk)) >/dev/null; \
+		else \
+			echo "WARNING: wrk is missing and we cannot install it: the sdk part uses its slower asyncio client."; \
 		fi; \
 	fi
 
