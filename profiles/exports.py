@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from config.csvsafe import UTF8_BOM, formula_safe
 from config.jobs import JobInterrupted, handed_back_heartbeat, job_stop_check
-from profiles.models import PeopleExport, PeopleExportStatus, Profile
+from profiles.models import ExportStatus, PeopleExport, Profile
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +108,8 @@ def _claim(export_id: int) -> bool:
     claim resumes from the checkpoint; a finished export is never claimed)."""
     return (
         PeopleExport.objects.filter(
-            pk=export_id, status__in=[PeopleExportStatus.PENDING, PeopleExportStatus.RUNNING]
-        ).update(status=PeopleExportStatus.RUNNING, error="", heartbeat_at=timezone.now())
+            pk=export_id, status__in=[ExportStatus.PENDING, ExportStatus.RUNNING]
+        ).update(status=ExportStatus.RUNNING, error="", heartbeat_at=timezone.now())
         == 1
     )
 
@@ -175,7 +175,7 @@ def people_export_run(*, export_id: int) -> PeopleExport | None:
                     heartbeat_at=timezone.now(),
                 )  # fmt: skip
         PeopleExport.objects.filter(pk=export.pk).update(
-            status=PeopleExportStatus.DONE, finished_at=timezone.now(), heartbeat_at=timezone.now()
+            status=ExportStatus.DONE, finished_at=timezone.now(), heartbeat_at=timezone.now()
         )
     except (OperationalError, InterfaceError):
         raise  # transient: the task retries and resumes from the checkpoint
@@ -185,7 +185,7 @@ def people_export_run(*, export_id: int) -> PeopleExport | None:
     except Exception as error:
         logger.exception("people export %s failed", export_id)
         PeopleExport.objects.filter(pk=export.pk).update(
-            status=PeopleExportStatus.FAILED, error=str(error)[:2000], finished_at=timezone.now()
+            status=ExportStatus.FAILED, error=str(error)[:2000], finished_at=timezone.now()
         )
         raise
     export.refresh_from_db()

@@ -465,36 +465,26 @@ class OverviewTotals(models.Model):
         return self.profiles - self.identified
 
 
-# --- Find People exports ---------------------------------------------------------------
+# --- CSV exports (Find People's here, segments' in segments.models) -------------------
 
 
-class PeopleExportStatus(models.TextChoices):
+class ExportStatus(models.TextChoices):
     PENDING = "pending", "Waiting"
     RUNNING = "running", "Running"
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
 
 
-class PeopleExport(models.Model):
-    """One CSV export of a Find People search; the page polls its progress.
+class CsvExport(models.Model):
+    """What every CSV export job has: a status the page polls, its progress, the file
+    and who asked. A worker writes it; a stale heartbeat means that worker died."""
 
-    Resumable: after each batch the file is flushed and (`last_pk`, `file_bytes`)
-    saved; a worker taking the export over cuts the file back to `file_bytes` and
-    goes on after `last_pk`. `max_pk` fixes who is in the export when it starts."""
-
-    # The search as Find People's GET parameters (q, type, test, has_email, …).
-    filters = models.JSONField(default=dict, blank=True)
     status = models.CharField(
-        max_length=8, choices=PeopleExportStatus.choices, default=PeopleExportStatus.PENDING
+        max_length=8, choices=ExportStatus.choices, default=ExportStatus.PENDING
     )
     rows_total = models.BigIntegerField(null=True, blank=True)
     rows_done = models.BigIntegerField(default=0)
-    max_pk = models.BigIntegerField(null=True, blank=True)
-    last_pk = models.BigIntegerField(default=0)
-    file = models.FileField(upload_to="people-exports/", blank=True, default="")
-    file_bytes = models.BigIntegerField(default=0)
     error = models.TextField(blank=True, default="")
-    attempts = models.PositiveSmallIntegerField(default=0)
     # Moves while a worker writes the file; a stale one means the worker died.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
@@ -504,24 +494,43 @@ class PeopleExport(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        abstract = True
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (ExportStatus.DONE, ExportStatus.FAILED)
+
+    @property
+    def percent(self) -> int:
+        if self.status == ExportStatus.DONE:
+            return 100
+        if not self.rows_total:
+            return 0
+        return min(100, int(self.rows_done * 100 / self.rows_total))
+
+
+class PeopleExport(CsvExport):
+    """One CSV export of a Find People search; the page polls its progress.
+
+    Resumable: after each batch the file is flushed and (`last_pk`, `file_bytes`)
+    saved; a worker taking the export over cuts the file back to `file_bytes` and
+    goes on after `last_pk`. `max_pk` fixes who is in the export when it starts."""
+
+    # The search as Find People's GET parameters (q, type, test, has_email, …).
+    filters = models.JSONField(default=dict, blank=True)
+    max_pk = models.BigIntegerField(null=True, blank=True)
+    last_pk = models.BigIntegerField(default=0)
+    file = models.FileField(upload_to="people-exports/", blank=True, default="")
+    file_bytes = models.BigIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
         constraints = [
             models.CheckConstraint(
-                condition=models.Q(status__in=["pending", "running", "done", "failed"]),
+                condition=models.Q(status__in=ExportStatus.values),
                 name="people_export_status_valid",
             ),
         ]
 
     def __str__(self) -> str:
         return f"people export {self.pk} ({self.status})"
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in (PeopleExportStatus.DONE, PeopleExportStatus.FAILED)
-
-    @property
-    def percent(self) -> int:
-        if self.status == PeopleExportStatus.DONE:
-            return 100
-        if not self.rows_total:
-            return 0
-        return min(100, int(self.rows_done * 100 / self.rows_total))

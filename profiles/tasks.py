@@ -7,7 +7,7 @@ from django.db import InterfaceError, OperationalError
 
 from config.jobs import JobInterrupted, job_continue_later, register_recoverable_job
 from profiles import exports, overview
-from profiles.models import PeopleExport, PeopleExportStatus
+from profiles.models import ExportStatus, PeopleExport
 
 OVERVIEW_REFRESH_TASK = "profiles.tasks.overview_refresh_task"
 
@@ -44,7 +44,7 @@ def people_export_task(export_id: int) -> None:
 
 def _stale_export_ids(cutoff):
     return PeopleExport.objects.filter(
-        status=PeopleExportStatus.RUNNING, heartbeat_at__lt=cutoff
+        status=ExportStatus.RUNNING, heartbeat_at__lt=cutoff
     ).values_list("pk", flat=True)
 
 

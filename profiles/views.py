@@ -38,8 +38,8 @@ from profiles.filters import PeopleFilter
 from profiles.forms import DeleteProfileForm, MarkTestForm
 from profiles.models import (
     Event,
+    ExportStatus,
     PeopleExport,
-    PeopleExportStatus,
     Profile,
     PropertyChange,
     PropertyType,
@@ -167,7 +167,7 @@ def people_export_progress(request: HttpRequest, pk: int) -> HttpResponse:
 @permission_required(EXPORT_PERMISSION)
 def people_export_download(request: HttpRequest, pk: int) -> HttpResponse:
     export = _own_export_or_404(request, pk)
-    if export.status != PeopleExportStatus.DONE or not export.file:
+    if export.status != ExportStatus.DONE or not export.file:
         raise Http404("This export has no file yet.")
     filename = f"people {export.created_at:%Y-%m-%d %H%M}.csv"
     return FileResponse(
