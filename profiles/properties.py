@@ -178,12 +178,13 @@ def normalize_phone(raw: object, default_region: str | None = None) -> str:
     return e164
 
 
-# phonenumbers costs ~60 µs a number, the largest single cost of importing a file of
-# new people with phones; a bulk write asks about the same value more than once (the
-# lookup of who holds it, then the row's validation), so each distinct value is parsed
-# once. Bounded (emptied when full): a few chunks' worth of values, a few MB. An import
-# that checks a chunk's cells in another process hands that process's results over
-# (phone_cache_take / phone_cache_put): the same function's answers, not a shortcut.
+# Checking a number was the largest single cost of importing a file of new people with
+# phones (phonenumbers' parser: 25-60 µs a number; the plain path below: ~6 µs). A bulk
+# write asks about the same value more than once (the lookup of who holds it, then the
+# row's validation), so each distinct value is parsed once. Bounded (emptied when
+# full): a few chunks' worth of values, a few MB. An import that checks a chunk's cells
+# in another process hands that process's results over (phone_cache_take /
+# phone_cache_put): the same function's answers, not a shortcut.
 PHONE_CACHE_SIZE = 32_768
 _phone_cache: dict[tuple[str, str], str | None] = {}
 
@@ -195,22 +196,31 @@ def _phone_e164(text: str, default_region: str) -> str | None:
         return _phone_cache[key]
     except KeyError:
         pass
-    if text.startswith("00"):
-        text = "+" + text[2:]
-    try:
-        number = phonenumbers.parse(text, None if text.startswith("+") else default_region)
-    except phonenumbers.NumberParseException:
-        e164 = None
-    else:
-        e164 = (
-            phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-            if phonenumbers.is_valid_number(number)
-            else None
-        )
+    e164 = _phone_e164_uncached(text, default_region)
     if len(_phone_cache) >= PHONE_CACHE_SIZE:
         _phone_cache.clear()
     _phone_cache[key] = e164
     return e164
+
+
+def _phone_e164_uncached(text: str, default_region: str) -> str | None:
+    """_phone_e164 without the cache: "00" is an international prefix everywhere."""
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    if len(text) <= _PHONE_MAX_INPUT and _PHONE_PLAIN.fullmatch(text):
+        return _plain_phone_e164(text.translate(_PHONE_SEPARATORS), default_region)
+    return _parsed_phone_e164(text, default_region)
+
+
+def _parsed_phone_e164(text: str, default_region: str) -> str | None:
+    """The general path: phonenumbers' parser, for anything beyond digits and separators."""
+    try:
+        number = phonenumbers.parse(text, None if text.startswith("+") else default_region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def phone_cache_take() -> dict[tuple[str, str], str | None]:
@@ -225,6 +235,197 @@ def phone_cache_put(entries: dict[tuple[str, str], str | None]) -> None:
     if len(_phone_cache) + len(entries) > PHONE_CACHE_SIZE:
         _phone_cache.clear()
     _phone_cache.update(entries)
+
+
+# Nearly every number in a file is digits, a "+" and the separators below. For those,
+# phonenumbers.parse's work (RFC 3966, extensions, letters, unicode digits, punctuation
+# rules) cannot change the outcome, and what remains is a few steps on the digits and
+# the region's metadata: _plain_phone_e164 takes those steps, in parse's order and with
+# its rules, on patterns compiled once per region (parse recompiles, and is_valid_number
+# types the number twice). The result is the same as _parsed_phone_e164's for every
+# input (profiles/tests/test_phone_equivalence.py compares them over every region's
+# example numbers in many written forms).
+_PHONE_SEPARATORS = str.maketrans("", "", " -().")
+# At least three digits (fewer: parse's own viability rules); a "+" only first, as
+# parse reads "(+44) ..." with the default region and "+44 ..." without one.
+_PHONE_PLAIN = re.compile(r"\+?(?:[ ().\-]*[0-9]){3,}[ ().\-]*")
+_PHONE_MAX_INPUT = 250  # parse refuses longer text
+_COUNTRY_CODES = frozenset(str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+
+
+@dataclass(frozen=True, slots=True)
+class _NumberDesc:
+    """A PhoneNumberDesc: lengths (empty: any) and the national number pattern."""
+
+    lengths: frozenset[int]
+    pattern: re.Pattern[str] | None
+
+    def matches(self, nsn: str) -> bool:
+        if self.lengths and len(nsn) not in self.lengths:
+            return False
+        return self.pattern is not None and self.pattern.fullmatch(nsn) is not None
+
+    def pattern_matches(self, nsn: str) -> bool:  # parse's checks ignore the lengths
+        return self.pattern is not None and self.pattern.fullmatch(nsn) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class _RegionPlan:
+    """One region's (or non-geographic code's) metadata, as the plain path uses it."""
+
+    country_code: int
+    general: _NumberDesc
+    local_only_lengths: frozenset[int]
+    types: tuple[_NumberDesc, ...]  # a number matching none of them has no type: invalid
+    leading_digits: re.Pattern[str] | None
+    international_prefix: re.Pattern[str] | None
+    national_prefix: re.Pattern[str] | None
+    national_prefix_transform: str | None
+
+    def possible_length(self, nsn: str) -> bool:
+        """Whether parse keeps a number stripped of its national prefix: not when it is
+        too short, of a local-only length, or of one between the possible lengths (too
+        long is kept). phonenumbers keeps the lengths sorted: max is its last."""
+        lengths = self.general.lengths
+        return len(nsn) not in self.local_only_lengths and (
+            len(nsn) in lengths or len(nsn) > max(lengths)
+        )
+
+    def too_long(self, nsn: str) -> bool:
+        return len(nsn) not in self.local_only_lengths and len(nsn) > max(self.general.lengths)
+
+    def strip_national_prefix(self, number: str) -> str:
+        """phonenumbers' national prefix (and carrier code) stripping."""
+        match = self.national_prefix.match(number) if self.national_prefix and number else None
+        if match is None:
+            return number
+        groups = match.groups()
+        if not self.national_prefix_transform or groups[-1] is None:
+            stripped = number[match.end() :]
+        else:
+            stripped = self.national_prefix.sub(self.national_prefix_transform, number, count=1)
+        if self.general.pattern_matches(number) and not self.general.pattern_matches(stripped):
+            return number
+        return stripped
+
+    def valid(self, nsn: str) -> bool:
+        return self.general.matches(nsn) and any(desc.matches(nsn) for desc in self.types)
+
+
+def _compiled(pattern: str | None) -> re.Pattern[str] | None:
+    return None if pattern is None else re.compile(pattern)
+
+
+@functools.cache
+def _region_plan(country_code: int, region: str) -> _RegionPlan | None:
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
+    if metadata is None:
+        return None
+
+    def desc(number_desc: phonenumbers.PhoneNumberDesc) -> _NumberDesc:
+        # An empty national number pattern matches nothing in phonenumbers.
+        pattern = number_desc.national_number_pattern or None
+        return _NumberDesc(frozenset(number_desc.possible_length), _compiled(pattern))
+
+    # The types phonenumbers tries (its _number_type_helper); mobile only when its pattern
+    # differs from fixed line's.
+    types = [
+        metadata.fixed_line, metadata.premium_rate, metadata.toll_free, metadata.shared_cost,
+        metadata.voip, metadata.personal_number, metadata.pager, metadata.uan,
+        metadata.voicemail,
+    ]  # fmt: skip
+    if not metadata.same_mobile_and_fixed_line_pattern:
+        types.insert(0, metadata.mobile)
+    return _RegionPlan(
+        country_code=metadata.country_code,
+        general=desc(metadata.general_desc),
+        local_only_lengths=frozenset(metadata.general_desc.possible_length_local_only),
+        types=tuple(desc(number_desc) for number_desc in types if number_desc is not None),
+        leading_digits=_compiled(metadata.leading_digits),
+        international_prefix=_compiled(metadata.international_prefix),
+        national_prefix=_compiled(metadata.national_prefix_for_parsing or None),
+        national_prefix_transform=metadata.national_prefix_transform_rule,
+    )
+
+
+@functools.cache
+def _country_plan(country_code: int) -> _RegionPlan:
+    """The plan parse uses for a country code: its main region's (or non-geographic)."""
+    plan = _region_plan(country_code, phonenumbers.region_code_for_country_code(country_code))
+    assert plan is not None  # the code comes from phonenumbers' own table
+    return plan
+
+
+def _split_country_code(digits: str) -> tuple[int, str] | None:
+    """The leading country code (the shortest known one) and the rest."""
+    for length in (1, 2, 3):
+        if digits[:length] in _COUNTRY_CODES:
+            return int(digits[:length]), digits[length:]
+    return None
+
+
+def _plain_phone_e164(digits: str, default_region: str) -> str | None:
+    """_parsed_phone_e164 for "+" and digits, or digits alone (at least three)."""
+    if digits[0] == "+":
+        found = _split_country_code(digits[1:])
+        if found is None:
+            return None
+        country_code, nsn = found
+        plan = _country_plan(country_code)
+    else:
+        if default_region not in phonenumbers.SUPPORTED_REGIONS:
+            return None
+        default = _region_plan(phonenumbers.country_code_for_region(default_region), default_region)
+        assert default is not None
+        idd = default.international_prefix.match(digits) if default.international_prefix else None
+        if idd and digits[idd.end() : idd.end() + 1] != "0":  # the region's "00", "011"...
+            if len(digits) - idd.end() <= 2:
+                return None
+            found = _split_country_code(digits[idd.end() :])
+            if found is None:
+                return None
+            country_code, nsn = found
+            plan = _country_plan(country_code)
+        else:
+            # The default region's country code written without "+" is taken as one when
+            # the rest fits the region better (or the whole is too long for it).
+            country_code, nsn, plan = default.country_code, digits, default
+            code = str(country_code)
+            if digits.startswith(code):
+                rest = default.strip_national_prefix(digits[len(code) :])
+                general = default.general
+                if (
+                    not general.pattern_matches(digits) and general.pattern_matches(rest)
+                ) or default.too_long(digits):
+                    nsn, plan = rest, _country_plan(country_code)
+    if len(nsn) < 2:
+        return None
+    stripped = plan.strip_national_prefix(nsn)
+    if plan.possible_length(stripped):
+        nsn = stripped
+    if not 2 <= len(nsn) <= 17 or not _valid_number(country_code, nsn):
+        return None
+    # The national significant number keeps its leading zeros (italian_leading_zero), so
+    # this is format_number's E.164.
+    return f"+{country_code}{nsn}"
+
+
+def _valid_number(country_code: int, nsn: str) -> bool:
+    """is_valid_number: valid for the region the number belongs to."""
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE[country_code]
+    if len(regions) == 1:
+        plan = _region_plan(country_code, regions[0])
+        return plan is not None and plan.valid(nsn)
+    for region in regions:  # a shared code (+1, +7, +44...): the first region that claims it
+        plan = _region_plan(country_code, region)
+        if plan is None:
+            continue
+        if plan.leading_digits is not None:
+            if plan.leading_digits.match(nsn):
+                return plan.valid(nsn)
+        elif plan.valid(nsn):
+            return True
+    return False
 
 
 def normalize_identity(raw: object, *, label: str = "identity") -> str:
