@@ -33,7 +33,7 @@ FORWARDED_HEADERS = {
     "access-control-request-headers",
 }
 SDK_JS = Path(__file__).resolve().parent.parent / "node_modules/clevertap-web-sdk/clevertap.js"
-PAGE = """<!doctype html><html><head><title>Shop</title>
+PAGE = """<!doctype html><html><head><title>Shop</title>{before_sdk}
 <script src="https://shop.test/clevertap.js"></script></head>
 <body><h1>Shop</h1><script>
 window.clevertap.init("{account}", "", "sdk.test", "", {{enableFetchApi: {fetch}}});
@@ -84,11 +84,12 @@ def open_shop(browser, live_server, api, queue_worker):
         pytest.fail(f"{SDK_JS} is missing: run `npm ci` at the repository root")
     contexts = []
 
-    def open_page(*, fetch: bool = False, context=None):
+    def open_page(*, fetch: bool = False, context=None, before_sdk: str = ""):
         if context is None:
             context = browser.new_context()
             contexts.append(context)
-        html = PAGE.format(account=api.credential.account_id, fetch="true" if fetch else "false")
+        account, fetch_flag = api.credential.account_id, "true" if fetch else "false"
+        html = PAGE.format(account=account, fetch=fetch_flag, before_sdk=before_sdk)
 
         def shop(route):
             if route.request.url.endswith("/clevertap.js"):
@@ -385,8 +386,16 @@ def _forget_the_web_push_key():
     _web_push_key_cache.clear()
 
 
+# The snippet form: calls queued in `window.clevertap` before the SDK loads, which the SDK
+# processes at init, before its first request has been answered.
+QUEUED_BEFORE_LOAD = """<script>window.clevertap = {{event: [], profile: [], onUserLogin: [],
+privacy: [], account: [{{id: "{account}"}}], targetDomain: "sdk.test",
+notifications: [{{skipDialog: true}}]}};</script>"""
+
+
 @pytest.mark.parametrize("fetch", [False, True], ids=["jsonp", "fetch"])
-def test_notifications_push_subscribes_with_our_vapid_key(open_shop, api, browser, fetch):
+@pytest.mark.parametrize("when", ["after-init", "queued-before-load"])
+def test_notifications_push_subscribes_with_our_vapid_key(open_shop, api, browser, fetch, when):
     """With a VAPID key generated, the SDK's own `notifications.push` flow registers the
     service worker, subscribes with that key, and sends the subscription back through /a."""
     from campaigns.delivery.services import vapid_keys_ensure
@@ -395,10 +404,14 @@ def test_notifications_push_subscribes_with_our_vapid_key(open_shop, api, browse
     context = browser.new_context()
     context.grant_permissions(["notifications"], origin="https://shop.test")
     context.add_init_script(f"({RECORD_SUBSCRIBE})({json.dumps(SUBSCRIPTION)})")
-    page = open_shop(fetch=fetch, context=context)
+    before_sdk = ""
+    if when == "queued-before-load":
+        before_sdk = QUEUED_BEFORE_LOAD.format(account=api.credential.account_id)
+    page = open_shop(fetch=fetch, context=context, before_sdk=before_sdk)
     guid = page.evaluate("() => clevertap.getCleverTapID()")
-    # What the page's code does: no dialog, the browser's permission is already granted.
-    page.evaluate("() => clevertap.notifications.push({skipDialog: true})")
+    if when == "after-init":
+        # What a page's button does: no SDK dialog, the browser's permission is granted.
+        page.evaluate("() => clevertap.notifications.push({skipDialog: true})")
     page.wait_for_function("() => window.subscribedWith")
     assert page.evaluate("() => window.subscribedWith") == key
     wait_until(page, lambda: bool(getattr(device_row(guid), "push_token", "")), "the token")
