@@ -30,6 +30,13 @@ logger = logging.getLogger(__name__)
 FETCH_HEADER = "X-CleverTap-Encryption-Enabled"
 MAX_QUERY_CHARS = 24_576
 MAX_QUERY_FIELDS = 100  # the SDK sends about 15
+# With a web push key, a reply carries `enableWebPush(true, key)` (fetch mode: `wpe`), and
+# the first reply of a session also `tr({webPushConfig: {}})`: SDK 2.5.2 starts the prompt
+# of `clevertap.notifications.push(...)` only once it has received both. An empty config
+# means no dashboard-designed prompt: the page's own arguments (texts, skipDialog,
+# serviceWorkerPath) are used. Only once a session: the SDK would otherwise register its
+# subscription again after every reply.
+WEB_PUSH_CONFIG: dict[str, Any] = {"webPushConfig": {}}
 
 
 @dataclass
@@ -146,11 +153,23 @@ def _answer(environ: Mapping[str, Any]) -> SdkAnswer:
         }
         if reply.opted_out is not None:
             meta["optOut"] = reply.opted_out
-        return _cors(_json({"meta": meta}), environ)
+        data: dict[str, Any] = {"meta": meta}
+        if reply.web_push_key:
+            data["wpe"] = {"enabled": True, "key": reply.web_push_key}
+            if reply.new_session:
+                data["tr"] = WEB_PUSH_CONFIG
+        return _cors(_json(data), environ)
     args: list[object] = [reply.guid, reply.session, reply.resume, reply.request_number]
     if reply.opted_out is not None:
         args.append(reply.opted_out)
-    return _script(f"$WZRK_WR.s({', '.join(_js_string(arg) for arg in args)});")
+    calls = []
+    if reply.web_push_key:
+        # The key first: the SDK's prompt reads it when tr's webPushConfig starts it.
+        calls.append(f"$WZRK_WR.enableWebPush(true, {_js_string(reply.web_push_key)});")
+        if reply.new_session:
+            calls.append(f"$WZRK_WR.tr({_js_string(WEB_PUSH_CONFIG)});")
+    calls.append(f"$WZRK_WR.s({', '.join(_js_string(arg) for arg in args)});")
+    return _script("".join(calls))
 
 
 def _refused(environ: Mapping[str, Any], fetch: bool, refusal: SdkRefusal) -> SdkAnswer:

@@ -26,6 +26,7 @@ from django.utils import timezone
 from api.models import SdkSettings
 from api.sdk_lzstring import LzTextTooLong, lz_decompress_from_base64
 from api.sdk_queue import RateBudget, SdkRateLimited, sdk_queue_append
+from campaigns.delivery.selectors import vapid_public_key
 from profiles.models import ApiCredential
 from profiles.rules.web_push import SubscriptionError, web_push_subscription
 
@@ -58,6 +59,10 @@ class SdkReply:
     request_number: int
     opted_out: bool | None = None
     queued: bool = False  # False: nothing to store, or a re-fire of a queued request
+    # The VAPID public key the SDK subscribes browsers with ("": web push not set up), and
+    # whether this call opened the session (it carried none): see api.sdk for the reply.
+    web_push_key: str = ""
+    new_session: bool = False
 
 
 def _limit(name: str, default: int) -> int:
@@ -399,6 +404,21 @@ def _account_with_settings(account_id: object) -> tuple[ApiCredential, SdkSettin
     return credential, settings_row
 
 
+# The web push key is kept the same way (one for the installation): a key generated in
+# Settings → Messaging reaches browsers within the cache time, and a call makes no query.
+_web_push_key_cache: dict[str, tuple[float, str]] = {}
+
+
+def sdk_web_push_key() -> str:
+    now = time.monotonic()
+    cached = _web_push_key_cache.get("key")
+    if cached and now - cached[0] < ACCOUNT_CACHE_SECONDS:
+        return cached[1]
+    key = vapid_public_key()
+    _web_push_key_cache["key"] = (now, key)
+    return key
+
+
 def sdk_handle(request: SdkRequest) -> SdkReply:
     """Check and store one SDK call; the reply the SDK needs. SdkRefusal when refused."""
     if request.type not in REQUEST_TYPES:
@@ -421,10 +441,17 @@ def sdk_handle(request: SdkRequest) -> SdkReply:
     )
     guid = given_guid or new_guid()
     session = payload.get("s")
-    if not isinstance(session, int) or isinstance(session, bool) or session <= 0:
+    # No session given: this call opens one (the SDK sends none on a first visit or after
+    # its session cookie expired), and the reply names it.
+    new_session = not isinstance(session, int) or isinstance(session, bool) or session <= 0
+    if not isinstance(session, int) or new_session:
         session = int(timezone.now().timestamp())
     reply = SdkReply(
-        guid=guid, session=session, resume=given_guid is None, request_number=request_number
+        guid=guid,
+        session=session,
+        resume=given_guid is None,
+        request_number=request_number,
+        new_session=new_session,
     )
 
     _touch(settings_row, origin)
@@ -458,6 +485,8 @@ def sdk_handle(request: SdkRequest) -> SdkReply:
         reply.opted_out = opted_out
         if opted_out:
             reply.guid = guid + OPTED_OUT_SUFFIX
+            return reply
+    reply.web_push_key = sdk_web_push_key()  # an opted-out browser is not offered web push
     return reply
 
 

@@ -1,5 +1,5 @@
 """Settings → API credentials: list with usage, create (passcode shown once), revoke;
-Settings → SDK: account ids, the snippet to paste, allowed origins."""
+Settings → SDK: account ids, the snippet to paste, allowed origins, whether web push is on."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from api.credentials import (
 )
 from api.sdk_forms import AllowedOriginsForm
 from api.sdk_services import sdk_accounts, sdk_settings_update
+from campaigns.delivery.selectors import vapid_public_key
 from config.access import permission_required
 from profiles.forms import ApiCredentialForm
 from profiles.models import ApiCredential
@@ -90,6 +91,7 @@ def sdk_settings(request: HttpRequest) -> HttpResponse:
             "accounts": sdk_accounts(),
             "target_domain": request.get_host(),
             "can_change": request.user.has_perm("profiles.change_apicredential"),
+            "web_push_key": vapid_public_key(),
         },
     )
 

@@ -9,6 +9,7 @@ is forwarded to the live server.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import urllib.error
@@ -32,11 +33,12 @@ FORWARDED_HEADERS = {
     "access-control-request-headers",
 }
 SDK_JS = Path(__file__).resolve().parent.parent / "node_modules/clevertap-web-sdk/clevertap.js"
-PAGE = """<!doctype html><html><head><title>Shop</title>
+PAGE = """<!doctype html><html><head><title>Shop</title>{before_sdk}
 <script src="https://shop.test/clevertap.js"></script></head>
 <body><h1>Shop</h1><script>
 window.clevertap.init("{account}", "", "sdk.test", "", {{enableFetchApi: {fetch}}});
 </script></body></html>"""
+SERVICE_WORKER = "self.addEventListener('push', () => {});"
 
 
 @pytest.fixture
@@ -82,15 +84,18 @@ def open_shop(browser, live_server, api, queue_worker):
         pytest.fail(f"{SDK_JS} is missing: run `npm ci` at the repository root")
     contexts = []
 
-    def open_page(*, fetch: bool = False, context=None):
+    def open_page(*, fetch: bool = False, context=None, before_sdk: str = ""):
         if context is None:
             context = browser.new_context()
             contexts.append(context)
-        html = PAGE.format(account=api.credential.account_id, fetch="true" if fetch else "false")
+        account, fetch_flag = api.credential.account_id, "true" if fetch else "false"
+        html = PAGE.format(account=account, fetch=fetch_flag, before_sdk=before_sdk)
 
         def shop(route):
             if route.request.url.endswith("/clevertap.js"):
                 route.fulfill(body=SDK_JS.read_text(), content_type="application/javascript")
+            elif route.request.url.endswith("/clevertap_sw.js"):  # the SDK's default path
+                route.fulfill(body=SERVICE_WORKER, content_type="application/javascript")
             else:
                 route.fulfill(body=html, content_type="text/html")
 
@@ -353,3 +358,80 @@ def test_web_push_registration_stores_the_subscription_and_follows_a_user_switch
     [b_device] = profile(api, identity="push-b")["devices"]
     assert b_device["objectId"] == second_guid and b_device["push_enabled"] is True
     assert profile(api, identity="push-a")["devices"][0]["push_token"] is False
+
+
+# Playwright's contexts are incognito, where Chromium refuses push subscriptions ("permission
+# denied"), and no push service is reachable from the test: the browser's
+# PushManager.subscribe is the one part replaced. It records the applicationServerKey the
+# SDK passes, checks it is a P-256 public key (as Chromium would), and resolves with
+# SUBSCRIPTION. The service worker registration and everything in the SDK are real.
+RECORD_SUBSCRIBE = """(subscription) => {
+    PushManager.prototype.subscribe = async function (options) {
+        const key = new Uint8Array(options.applicationServerKey);
+        await crypto.subtle.importKey('raw', key, {name: 'ECDH', namedCurve: 'P-256'}, true, []);
+        window.subscribedWith = btoa(String.fromCharCode(...key))
+            .replace(/\\+/g, '-').replace(/\\//g, '_').replace(/=+$/, '');
+        return {endpoint: subscription.endpoint, toJSON: () => subscription};
+    };
+}"""
+
+
+@pytest.fixture(autouse=True)
+def _forget_the_web_push_key():
+    """The SDK endpoint keeps the key a few seconds (api.sdk_services): each test reads it anew."""
+    from api.sdk_services import _web_push_key_cache
+
+    _web_push_key_cache.clear()
+    yield
+    _web_push_key_cache.clear()
+
+
+# The snippet form: calls queued in `window.clevertap` before the SDK loads, which the SDK
+# processes at init, before its first request has been answered.
+QUEUED_BEFORE_LOAD = """<script>window.clevertap = {{event: [], profile: [], onUserLogin: [],
+privacy: [], account: [{{id: "{account}"}}], targetDomain: "sdk.test",
+notifications: [{{skipDialog: true}}]}};</script>"""
+
+
+@pytest.mark.parametrize("fetch", [False, True], ids=["jsonp", "fetch"])
+@pytest.mark.parametrize("when", ["after-init", "queued-before-load"])
+def test_notifications_push_subscribes_with_our_vapid_key(open_shop, api, browser, fetch, when):
+    """With a VAPID key generated, the SDK's own `notifications.push` flow registers the
+    service worker, subscribes with that key, and sends the subscription back through /a."""
+    from campaigns.delivery.services import vapid_keys_ensure
+
+    key = vapid_keys_ensure()
+    context = browser.new_context()
+    context.grant_permissions(["notifications"], origin="https://shop.test")
+    context.add_init_script(f"({RECORD_SUBSCRIBE})({json.dumps(SUBSCRIPTION)})")
+    before_sdk = ""
+    if when == "queued-before-load":
+        before_sdk = QUEUED_BEFORE_LOAD.format(account=api.credential.account_id)
+    page = open_shop(fetch=fetch, context=context, before_sdk=before_sdk)
+    guid = page.evaluate("() => clevertap.getCleverTapID()")
+    if when == "after-init":
+        # What a page's button does: no SDK dialog, the browser's permission is granted.
+        page.evaluate("() => clevertap.notifications.push({skipDialog: true})")
+    page.wait_for_function("() => window.subscribedWith")
+    assert page.evaluate("() => window.subscribedWith") == key
+    wait_until(page, lambda: bool(getattr(device_row(guid), "push_token", "")), "the token")
+    assert json.loads(device_row(guid).push_token) == {
+        "endpoint": SUBSCRIPTION["endpoint"],
+        "keys": SUBSCRIPTION["keys"],
+    }
+    workers = page.evaluate(
+        "async () => (await navigator.serviceWorker.getRegistrations()).map(r => r.scope)"
+    )
+    assert workers == ["https://shop.test/"]
+
+
+def test_without_a_vapid_key_the_sdk_is_not_offered_web_push(open_shop, api, browser):
+    page = open_shop()
+    guid = page.evaluate("() => clevertap.getCleverTapID()")
+    wait_until(page, lambda: "Page Viewed" in names(guid), "the page view")
+    # Set by the SDK when a reply calls enableWebPush; the first reply has been handled.
+    flags = page.evaluate(
+        """() => [localStorage.getItem('WZRK_APPLICATION_SERVER_KEY_RECIEVED'),
+                  localStorage.getItem('WZRK_WEB_PUSH_CONFIG_RECEIVED')]"""
+    )
+    assert flags == [None, None]

@@ -15,3 +15,14 @@ def _forget_failed_authentications():
     forget()
     yield
     forget()
+
+
+@pytest.fixture(autouse=True)
+def _forget_the_web_push_key():
+    """/a keeps the VAPID public key a few seconds (api.sdk_services): each test reads the
+    key of its own database, not one an earlier test generated."""
+    from api.sdk_services import _web_push_key_cache
+
+    _web_push_key_cache.clear()
+    yield
+    _web_push_key_cache.clear()

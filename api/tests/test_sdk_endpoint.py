@@ -18,7 +18,8 @@ from api.tests.test_api_support import ApiClient
 from profiles.models import Event, Profile
 
 pytestmark = pytest.mark.django_db
-REPLY = re.compile(r"^\$WZRK_WR\.s\((.*)\);$")
+# The reply's last call; with a web push key, enableWebPush (and tr) come before it.
+REPLY = re.compile(r"(?:^|;)\$WZRK_WR\.s\((.*)\);$")
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +49,7 @@ def drain_now() -> None:
 
 
 def reply_args(response) -> list:
-    match = REPLY.match(response.content.decode())
+    match = REPLY.search(response.content.decode())
     assert match, response.content
     return json.loads("[" + match[1] + "]")
 

@@ -57,3 +57,16 @@ def test_people_without_the_permission_get_403_and_anonymous_go_to_login(
     for response in (anonymous_client.get(PAGE), anonymous_client.post(url, {"origins": ""})):
         assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
     assert SdkSettings.objects.get().allowed_origins == ["https://shop.example"]
+
+
+def test_the_page_says_whether_web_push_is_on(admin_client_):
+    from campaigns.delivery.services import vapid_keys_ensure
+
+    html = admin_client_.get(PAGE).content.decode()
+    assert "Off: there is no web push key yet" in html and "/settings/messaging/" in html
+    assert "clevertap.notifications.push" not in html
+    vapid_keys_ensure()
+    html = admin_client_.get(PAGE).content.decode()
+    assert "On: every reply gives the SDK" in html
+    assert "clevertap.notifications.push({skipDialog: true});" in html
+    assert "Off:" not in html

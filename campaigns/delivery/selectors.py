@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -74,3 +75,19 @@ def messaging_overview() -> MessagingOverview:
         ("From (DEFAULT_FROM_EMAIL)", settings.DEFAULT_FROM_EMAIL),
     ]
     return MessagingOverview(saved=saved, defaults=defaults, secrets=secrets, email=email)
+
+
+# The shape vapid_public_key_from_pem writes: a 65-byte uncompressed P-256 point in
+# base64url without padding. Anything else would make the web SDK's atob() throw in pages.
+_VAPID_PUBLIC_KEY = re.compile(r"^[A-Za-z0-9_-]{87}$")
+
+
+def vapid_public_key() -> str:
+    """The web push public key browsers subscribe with, or "" before it is generated
+    (Settings → Messaging, or the first web push send: delivery.services.vapid_keys_ensure)."""
+    key = (
+        MessagingSettings.objects.filter(pk=MessagingSettings.SINGLETON)
+        .values_list("webpush_vapid_public_key", flat=True)
+        .first()
+    )
+    return key if key and _VAPID_PUBLIC_KEY.match(key) else ""
