@@ -444,7 +444,7 @@ def sdk_handle(request: SdkRequest) -> SdkReply:
     # No session given: this call opens one (the SDK sends none on a first visit or after
     # its session cookie expired), and the reply names it.
     new_session = not isinstance(session, int) or isinstance(session, bool) or session <= 0
-    if not isinstance(session, int) or new_session:
+    if new_session or not isinstance(session, int):  # (the second test is for the type checker)
         session = int(timezone.now().timestamp())
     reply = SdkReply(
         guid=guid,
