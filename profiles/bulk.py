@@ -577,6 +577,11 @@ class _Planner:
 
 # --- writing (SQL, set-based) ----------------------------------------------------------
 
+# Commits empty the staging tables; a batch after another in one transaction empties
+# them with DELETE, not TRUNCATE: TRUNCATE gives each table new files and a new catalog
+# row, which cost ~1.5 ms a batch and grew with every batch of the transaction (a batch
+# of one record in a transaction of 1000 took over 30 ms), while the few rows a batch
+# before it left are cheap to delete. A commit's ON COMMIT DELETE ROWS truncates in place.
 STAGE_TABLES = f"""
 CREATE TEMP TABLE IF NOT EXISTS bulk_profile_stage (
     token integer PRIMARY KEY, profile_id bigint, is_new boolean, touched boolean, ct_id text,
@@ -601,8 +606,11 @@ CREATE TEMP TABLE IF NOT EXISTS bulk_event_stage (
     token integer, ts timestamptz, properties jsonb, client_event_id text, object_id text,
     name text
 ) ON COMMIT DELETE ROWS;
-TRUNCATE bulk_profile_stage, bulk_identifier_stage, bulk_device_stage, bulk_change_stage,
-         bulk_event_stage;
+DELETE FROM bulk_profile_stage;
+DELETE FROM bulk_identifier_stage;
+DELETE FROM bulk_device_stage;
+DELETE FROM bulk_change_stage;
+DELETE FROM bulk_event_stage;
 """
 
 
