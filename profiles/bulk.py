@@ -1092,10 +1092,13 @@ def events_bulk_insert(
                     "WITH stored AS ("
                     " INSERT INTO profiles_event (profile_id, device_id, name, ts, properties,"
                     "  source, client_event_id, received_at)"
-                    " SELECT s.profile_id, d.id, e.name, e.ts, e.properties, %s,"
-                    "  e.client_event_id, %s"
+                    # The device by a subquery, not a join: the staging tables have no
+                    # statistics, and the planner, guessing hundreds of rows, would hash a
+                    # small customer's whole device table for a batch of one.
+                    " SELECT s.profile_id,"
+                    "  (SELECT d.id FROM profiles_device d WHERE d.object_id = e.object_id),"
+                    "  e.name, e.ts, e.properties, %s, e.client_event_id, %s"
                     " FROM bulk_event_stage e JOIN bulk_profile_stage s ON s.token = e.token"
-                    " LEFT JOIN profiles_device d ON d.object_id = e.object_id"
                     " ON CONFLICT (profile_id, client_event_id) WHERE client_event_id IS NOT NULL"
                     " DO NOTHING RETURNING profile_id, device_id, ts),"
                     " per_device AS (UPDATE profiles_device d SET last_seen ="
