@@ -36,6 +36,16 @@ def _person(username: str, group: str | None = None, **extra) -> User:
 
 
 @pytest.fixture
+def api(settings):
+    """An account with a passcode and a client for the CleverTap REST dialect
+    (api.tests.test_api_support.ApiClient); passcodes hashed fast for tests."""
+    from api.tests.test_api_support import ApiClient
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    return ApiClient()
+
+
+@pytest.fixture
 def marketer(db) -> User:
     return _person("marketer", "Marketers")
 

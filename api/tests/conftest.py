@@ -4,13 +4,15 @@ from api.credentials import _redis
 
 
 @pytest.fixture(autouse=True)
-def _forget_failed_authentications():
-    """Failure counters live in Redis across tests: each API test starts with none."""
+def _forget_redis_state():
+    """Authentication failure counts, the SDK's rate counts, its queue and its re-fire
+    keys live in Redis across tests: each API test starts with none."""
 
     def forget() -> None:
-        keys = list(_redis().scan_iter("api:authfail:*"))
-        if keys:
-            _redis().delete(*keys)
+        for pattern in ("api:authfail:*", "sdk:*"):
+            keys = list(_redis().scan_iter(pattern))
+            if keys:
+                _redis().delete(*keys)
 
     forget()
     yield

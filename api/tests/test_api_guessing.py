@@ -15,10 +15,10 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def api(settings) -> ApiClient:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast tests
+def api(api: ApiClient) -> ApiClient:
+    """The shared client, with the unknown-account hash made for this test's hasher."""
     credentials._unknown_account_hash.cache_clear()
-    return ApiClient()
+    return api
 
 
 def _upload(account_id: str, passcode: str, address: str = "198.51.100.7"):

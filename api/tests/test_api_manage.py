@@ -6,18 +6,11 @@ import json
 
 import pytest
 
-from api.tests.test_api_support import ApiClient
 from api.urls import urlpatterns
 from profiles.models import ApiUsageDay, Device, Event, Identifier, Profile, PropertyChange
 from profiles.tests.factories import DeviceFactory, EventFactory, identified_profile
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def api(settings) -> ApiClient:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast tests
-    return ApiClient()
 
 
 # --- delete ----------

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from api.tests.test_api_support import ApiClient
 from profiles.models import Profile
 from segments.models import Segment
 
@@ -21,12 +20,6 @@ ODD_VALUES = {
     "float overflowing to infinity": ("1e400", "out of range"),
     "NaN": ("NaN", "out of range"),
 }
-
-
-@pytest.fixture
-def api(settings) -> ApiClient:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast tests
-    return ApiClient()
 
 
 @pytest.mark.parametrize("odd", ODD_VALUES.values(), ids=ODD_VALUES.keys())

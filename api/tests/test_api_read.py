@@ -16,12 +16,6 @@ pytestmark = pytest.mark.django_db
 URL_SAFE = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
-@pytest.fixture
-def api(settings) -> ApiClient:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast tests
-    return ApiClient()
-
-
 def at(day: str) -> dt.datetime:
     return dt.datetime.strptime(day, "%Y%m%d").replace(hour=12, tzinfo=dt.UTC)
 

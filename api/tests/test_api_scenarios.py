@@ -12,12 +12,6 @@ DESKTOP_A = "__" + "a" * 32
 BROWSER_B = "__" + "b" * 32
 
 
-@pytest.fixture
-def api(settings) -> ApiClient:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast tests
-    return ApiClient()
-
-
 def event(device: str, name: str, ts: int) -> dict:
     return {"type": "event", "objectId": device, "evtName": name, "ts": ts}
 

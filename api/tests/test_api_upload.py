@@ -7,18 +7,11 @@ import json
 import pytest
 
 from api.credentials import api_request_slot
-from api.tests.test_api_support import ApiClient
 from profiles.models import Device, Event, Identifier, Profile, PropertyChange
 
 pytestmark = pytest.mark.django_db
 DEVICE_A = "__" + "a" * 32
 BROWSER_B = "__" + "b" * 32
-
-
-@pytest.fixture
-def api(settings) -> ApiClient:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast tests
-    return ApiClient()
 
 
 def profile(identity: str, **data) -> dict:

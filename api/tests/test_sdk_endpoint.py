@@ -10,36 +10,15 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from api.credentials import _redis, api_credential_revoke
+from api.credentials import api_credential_revoke
 from api.models import SdkSettings
 from api.sdk_queue import sdk_queue_drain_shard
 from api.sdk_services import sdk_settings_update
-from api.tests.test_api_support import ApiClient
 from profiles.models import Event, Profile
 
 pytestmark = pytest.mark.django_db
 # The reply's last call; with a web push key, enableWebPush (and tr) come before it.
 REPLY = re.compile(r"(?:^|;)\$WZRK_WR\.s\((.*)\);$")
-
-
-@pytest.fixture(autouse=True)
-def _forget_rate_counts():
-    """Rate counts, the queue and its re-fire keys live in Redis across tests."""
-
-    def forget() -> None:
-        keys = list(_redis().scan_iter("sdk:*"))
-        if keys:
-            _redis().delete(*keys)
-
-    forget()
-    yield
-    forget()
-
-
-@pytest.fixture
-def api(settings) -> ApiClient:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    return ApiClient()
 
 
 def drain_now() -> None:

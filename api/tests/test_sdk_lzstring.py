@@ -17,10 +17,8 @@ import pytest
 
 from api.sdk_lzstring import LzTextTooLong, lz_decompress_from_base64
 from api.sdk_services import SdkRefusal, sdk_decode_payload
-from api.tests.test_sdk_endpoint import _forget_rate_counts, api, drain_now, reply_args
+from api.tests.test_sdk_endpoint import drain_now, reply_args
 from profiles.models import Event
-
-__all__ = ["_forget_rate_counts", "api"]  # fixtures shared with the endpoint tests
 
 SDK_BUNDLE = Path(__file__).resolve().parents[2] / "node_modules/clevertap-web-sdk/clevertap.js"
 # From the SDK's LZString `compress` to the end of its `compressToBase64`.

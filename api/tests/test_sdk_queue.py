@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 import pytest
 
-from api.credentials import _redis
 from api.sdk_queue import _layers, sdk_queue_append, sdk_queue_backlog
 from api.sdk_tasks import sdk_queue_drain_task
 from api.tests.test_api_support import ApiClient
@@ -18,13 +17,6 @@ from profiles.models import Device, Event
 from tests.test_faults import worker_processes  # noqa: F401 — fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _empty_queue():
-    keys = list(_redis().scan_iter("sdk:*"))
-    if keys:
-        _redis().delete(*keys)
 
 
 def _wait(condition: Callable[[], bool], *, seconds: float, what: str) -> None:

@@ -10,8 +10,6 @@ import re
 import pytest
 
 from api import sdk_services
-from api.credentials import _redis
-from api.tests.test_api_support import ApiClient
 from api.tests.test_sdk_endpoint import Browser, encode
 from campaigns.delivery.models import MessagingSettings
 from campaigns.delivery.selectors import vapid_public_key
@@ -19,19 +17,6 @@ from campaigns.delivery.services import vapid_keys_ensure
 
 pytestmark = pytest.mark.django_db
 CALL = re.compile(r"\$WZRK_WR\.(\w+)\((.*?)\);")
-
-
-@pytest.fixture(autouse=True)
-def _forget_rate_counts():
-    keys = list(_redis().scan_iter("sdk:*"))
-    if keys:
-        _redis().delete(*keys)
-
-
-@pytest.fixture
-def api(settings) -> ApiClient:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    return ApiClient()
 
 
 def calls(response) -> list[tuple[str, list]]:

@@ -9,8 +9,6 @@ import json
 
 import pytest
 
-from api.credentials import _redis
-from api.tests.test_api_support import ApiClient
 from api.tests.test_sdk_endpoint import Browser
 from profiles.models import Device
 from profiles.rules.web_push import SubscriptionError, web_push_subscription
@@ -20,19 +18,6 @@ pytestmark = pytest.mark.django_db
 P256DH = base64.urlsafe_b64encode(b"\x04" + bytes(range(64))).decode().rstrip("=")
 AUTH = base64.urlsafe_b64encode(bytes(range(16))).decode().rstrip("=")
 FCM_TAIL = "cXyZ_1-2:APA91bH" + "k" * 140
-
-
-@pytest.fixture(autouse=True)
-def _forget_rate_counts():
-    keys = list(_redis().scan_iter("sdk:*"))
-    if keys:
-        _redis().delete(*keys)
-
-
-@pytest.fixture
-def api(settings) -> ApiClient:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    return ApiClient()
 
 
 def register(sdk: Browser, **overrides):

@@ -11,11 +11,10 @@ import pytest
 from django.core import signals
 from django.db import close_old_connections
 
-from api.tests.test_sdk_endpoint import _forget_rate_counts, api, drain_now, encode
+from api.tests.test_sdk_endpoint import drain_now, encode
 from config.wsgi import application
 from profiles.models import Event
 
-__all__ = ["_forget_rate_counts", "api"]  # fixtures shared with the endpoint tests
 pytestmark = pytest.mark.django_db
 
 

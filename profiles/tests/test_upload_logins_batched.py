@@ -17,12 +17,6 @@ def device(letter: str) -> str:
     return "__" + letter * 32
 
 
-@pytest.fixture
-def api(settings) -> ApiClient:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast tests
-    return ApiClient()
-
-
 def login(object_id: str, identity: str, **data) -> dict:
     return {"type": "profile", "objectId": object_id, "identity": identity, "profileData": data}
 
