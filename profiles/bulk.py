@@ -928,8 +928,10 @@ def profiles_bulk_upsert(
 
 def _profile_ids(cursor, landed: dict[int, _State]) -> dict[int, int]:
     """ref -> profile id of each stored row (new profiles' ids from the staging table)."""
-    cursor.execute("SELECT token, profile_id FROM bulk_profile_stage")
-    ids = dict(cursor.fetchall())
+    ids = {}
+    if any(state.profile_id is None for state in landed.values()):
+        cursor.execute("SELECT token, profile_id FROM bulk_profile_stage")
+        ids = dict(cursor.fetchall())
     return {ref: state.profile_id or ids[state.token] for ref, state in landed.items()}
 
 

@@ -267,11 +267,11 @@ def _one(row: Any, *, actor: Actor, at: dt.datetime | None = None) -> tuple[Prof
     RecordError when it is refused."""
     from profiles import bulk  # bulk builds on the rules above
 
-    with transaction.atomic():
-        if isinstance(row, bulk.BulkProfileRow):
-            result = bulk.profiles_bulk_upsert([row], actor=actor, at=at, report_profiles=True)
-        else:
-            result = bulk.events_bulk_insert([row], actor=actor, report_profiles=True)
+    # Each bulk call is its own savepoint (and retries itself): no second one here.
+    if isinstance(row, bulk.BulkProfileRow):
+        result = bulk.profiles_bulk_upsert([row], actor=actor, at=at, report_profiles=True)
+    else:
+        result = bulk.events_bulk_insert([row], actor=actor, report_profiles=True)
     if result.rejected:
         raise RecordError(result.rejected[0].code, result.rejected[0].message)
     return Profile.objects.get(pk=result.profile_ids[row.ref]), result
