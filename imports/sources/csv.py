@@ -264,7 +264,10 @@ def _records(binary: BinaryIO, encoding: str, delimiter: str) -> Iterator[tuple[
             f"Row {number + 1} is not UTF-8 text. Save the file as “CSV UTF-8”."
         ) from None
     finally:
-        text.detach()
+        # Hand the binary file back open to the caller; one it closed already (a
+        # cancelled import) has nothing to hand back, and detaching it would raise.
+        if not binary.closed:
+            text.detach()
 
 
 def _is_blank(cells: list[str]) -> bool:

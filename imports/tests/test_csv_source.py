@@ -1,5 +1,6 @@
 """Reading real-world CSV files (imports.sources.csv; no database)."""
 
+import gc
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,19 @@ def test_detected_types():
     assert source.detect_type(["02134", "10001"]) == "string"  # zip codes keep their zeros
     assert source.detect_type(["+14155551234"]) == "string"  # phone numbers stay text
     assert source.detect_type(["$D_1700000000"]) == "date"
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_rows_left_unread_after_the_file_closed_end_quietly(tmp_path):
+    """A cancelled import closes its file with the rows half read: the reader is then
+    dropped without an error (it used to raise "I/O operation on closed file")."""
+    path = tmp_path / "people.csv"
+    path.write_bytes(b"identity,Name\n" + b"".join(b"u%d,Ann\n" % i for i in range(100)))
+    binary = path.open("rb")
+    info = source.inspect(binary)
+    rows = source.iter_rows(binary, info.encoding, info.delimiter)
+    assert next(rows) == (2, ["u0", "Ann"])
+    binary.close()
+    rows.close()
+    del rows
+    gc.collect()
