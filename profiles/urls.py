@@ -5,7 +5,8 @@ from profiles import views
 app_name = "profiles"
 urlpatterns = [
     path("", views.find_people, name="find_people"),
-    # Before the <ct_id> patterns (a CleverTap ID is never "export" or "exports").
+    # Before the <ct_id> patterns (a CleverTap ID is never "count", "export" or "exports").
+    path("count/", views.people_count, name="count"),
     path("export/", views.people_export_start_view, name="export_start"),
     path("exports/<int:pk>/", views.people_export_progress, name="export_progress"),
     path("exports/<int:pk>/download/", views.people_export_download, name="export_download"),

@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib import messages
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db.models import QuerySet
 from django.http import (
     FileResponse,
     Http404,
@@ -47,6 +48,7 @@ from profiles.models import (
 from profiles.properties import DEFAULT_PROPERTIES
 from profiles.rules.history import PROFILE_CREATED
 from profiles.selectors import (
+    MatchCount,
     TimelineCursor,
     age_on,
     people_list,
@@ -94,6 +96,43 @@ def _render(request: HttpRequest, template: str, context: dict, partial: str, **
 @require_GET
 @permission_required("profiles.view_profile")
 def find_people(request: HttpRequest) -> HttpResponse:
+    return _find_people(request, count_now=False)
+
+
+@require_GET
+@permission_required("profiles.view_profile")
+def people_count(request: HttpRequest) -> HttpResponse:
+    """The match count of a search. Find People loads it after its results (counting
+    a broad prefix reads up to PEOPLE_COUNT_EXACT_UP_TO rows, most of a page's time);
+    htmx gets the count alone, a plain request (no script) the whole page with it."""
+    if not _wants_partial(request):
+        return _find_people(request, count_now=True)
+    filterset = PeopleFilter(request.GET or None, queryset=people_list())
+    context = {"match_count": None}
+    if filterset.is_searching and not filterset.errors:
+        context.update(_match_count_context(request, _counted(filterset.qs)))
+    return _render(
+        request, "profiles/find_people.html", context, "profiles/find_people.html#match_count"
+    )
+
+
+def _counted(queryset: QuerySet[Profile]) -> MatchCount:
+    return people_match_count(
+        queryset=queryset,
+        exact_up_to=settings.PEOPLE_COUNT_EXACT_UP_TO,
+        timeout_ms=settings.PEOPLE_COUNT_TIMEOUT_MS,
+    )
+
+
+def _match_count_context(request: HttpRequest, count: MatchCount) -> dict[str, Any]:
+    return {
+        "match_count": count,
+        "export_filters": people_export_filters(request.GET),
+        "exact_up_to": settings.PEOPLE_COUNT_EXACT_UP_TO,
+    }
+
+
+def _find_people(request: HttpRequest, *, count_now: bool) -> HttpResponse:
     filterset = PeopleFilter(request.GET or None, queryset=people_list())
     table = PeopleTable(filterset.qs, order_by="-last_seen")
     RequestConfig(
@@ -111,13 +150,15 @@ def find_people(request: HttpRequest) -> HttpResponse:
         ),
     }
     if filterset.is_searching and not filterset.errors:
-        context["match_count"] = people_match_count(
-            queryset=filterset.qs,
-            exact_up_to=settings.PEOPLE_COUNT_EXACT_UP_TO,
-            timeout_ms=settings.PEOPLE_COUNT_TIMEOUT_MS,
-        )
-        context["export_filters"] = people_export_filters(request.GET)
-        context["exact_up_to"] = settings.PEOPLE_COUNT_EXACT_UP_TO
+        page = table.page
+        if not page.has_next():
+            # The last page is on screen: its rows are the count, no query needed.
+            found = (page.number - 1) * PEOPLE_PER_PAGE + len(page.object_list)
+            context.update(_match_count_context(request, MatchCount(found, exact=True)))
+        elif count_now:
+            context.update(_match_count_context(request, _counted(filterset.qs)))
+        else:
+            context["count_url"] = f"{reverse('profiles:count')}?{request.GET.urlencode()}"
     if not _wants_partial(request):
         context["property_names"] = profile_property_names()
     return _render(

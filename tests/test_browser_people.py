@@ -151,6 +151,20 @@ def test_marketer_sees_the_match_count_and_exports_the_search(
     assert ",'+14155550100," in content  # neutralised: a spreadsheet shows it as text
 
 
+def test_more_than_a_page_shows_the_results_then_their_count(page, marketer):
+    for number in range(30):
+        ProfileFactory(name=f"Zeno {number}")
+    browser_login(page, "marketer")
+    page.goto("/people/")
+    page.get_by_label("Search").press_sequentially("zen", delay=20)
+    expect(page.locator("table.people tbody tr")).to_have_count(25)
+    # Loaded after the results (htmx), in place of "Counting…".
+    expect(page.get_by_test_id("match-count")).to_have_text("30 people match")
+    expect(page.get_by_test_id("match-count-pending")).to_have_count(0)
+    page.get_by_label("Search").press_sequentially("o 2", delay=20)  # Zeno 2, Zeno 20–29
+    expect(page.get_by_test_id("match-count")).to_have_text("11 people match")
+
+
 def test_timeline_filter_and_inline_older_events(page, marketer):
     from profiles.models import Event
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import re
 import time
@@ -60,13 +61,53 @@ def test_no_count_before_a_search(marketer_client):
     assert _count_text(marketer_client.get("/people/")) == ""
 
 
+def _count_url(response) -> str:
+    match = re.search(r'hx-get="(/people/count/\?[^"]*)"', response.content.decode())
+    return html.unescape(match.group(1)) if match else ""
+
+
+@pytest.mark.django_db
+def test_more_than_a_page_loads_its_count_after_the_results(marketer_client, importer_client):
+    Profile.objects.bulk_create([Profile(name=f"Zed {n}", email=f"z{n}@x.com") for n in range(30)])
+    ProfileFactory(name="Other")
+    page = marketer_client.get("/people/?q=zed&has_email=on")
+    # The results come first; the count is a request of its own, for the same search.
+    assert _count_text(page) == "" and "Zed 29" in page.content.decode()
+    count_url = _count_url(page)
+    assert count_url.startswith("/people/count/?") and "q=zed" in count_url
+    counted = marketer_client.get(count_url, **HX)
+    text = counted.content.decode()
+    assert _count_text(counted) == "30 people match" and "Export these people (CSV)" in text
+    assert "<html" not in text and "Zed 29" not in text
+    # Without script, the link opens the whole page with the count.
+    plain = marketer_client.get(count_url)
+    assert _count_text(plain) == "30 people match" and "Zed 29" in plain.content.decode()
+    # The second (last) page has every row in view: it counts them itself.
+    assert _count_text(marketer_client.get("/people/?q=zed&page=2")) == "30 people match"
+    # An Importer may count, but is not offered the export.
+    counted = importer_client.get(count_url, **HX)
+    assert _count_text(counted) == "30 people match"
+    assert "Export these people" not in counted.content.decode()
+
+
+@pytest.mark.django_db
+def test_the_count_needs_a_search_and_a_login(marketer_client, anonymous_client, outsider_client):
+    ProfileFactory(name="Zed")
+    assert marketer_client.get("/people/count/", **HX).content.decode().strip() == ""
+    bad = marketer_client.get("/people/count/?seen_within=-3", **HX)
+    assert bad.status_code == 200 and _count_text(bad) == ""
+    response = anonymous_client.get("/people/count/?q=zed", **HX)
+    assert response.status_code == 302 and "/accounts/login/" in response.url
+    assert outsider_client.get("/people/count/?q=zed", **HX).status_code == 403
+
+
 @pytest.mark.django_db
 def test_over_the_cap_the_count_is_an_estimate_labelled_about(marketer_client, settings):
     settings.PEOPLE_COUNT_EXACT_UP_TO = 5
     Profile.objects.bulk_create([Profile(name=f"Zed {n}", email=f"z{n}@x.com") for n in range(40)])
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE profiles_profile")
-    text = _count_text(marketer_client.get("/people/?has_email=on"))
+    text = _count_text(marketer_client.get(_count_url(marketer_client.get("/people/?has_email=on"))))
     assert text.startswith("About ") and "estimated" in text
     assert int(re.search(r"About ([\d,]+)", text).group(1).replace(",", "")) > 5
 

@@ -12,12 +12,15 @@ a warm-up; p50 and p95 are printed.
   with INSERT … SELECT generate_series, when no profile has that many), and the
   htmx page of its older events (the inline load-more);
 - the home overview `/` (after one run of the beat task that counts it, timed too);
-- Find People's match count: every search above now counts its matches (exact up
-  to 10,000); a broad filter (has email) matches far more and gets the estimate.
+- Find People's match count: a search that matches more than a page loads its count
+  after the results (htmx, `/people/count/`, exact up to 10,000), timed on its own; a
+  broad filter (has email) matches far more and gets the estimate.
 """
 
 from __future__ import annotations
 
+import html
+import re
 import statistics
 import time
 from urllib.parse import urlencode
@@ -136,9 +139,25 @@ def _figures(label: str, timings: list[float]) -> list[Figure]:
     ]
 
 
-def run(ctx: BenchContext) -> list[Figure]:
-    import re
+def _count_figures(client, label: str, urls: list[str]) -> list[Figure]:
+    """The match count a search's page loads after its results (htmx), when more than a
+    page matches; a page that shows its last page has counted its rows already."""
+    count_urls = []
+    for url in urls:
+        found = re.search(r'hx-get="(/people/count/\?[^"]*)"', client.get(url).content.decode())
+        if found:
+            count_urls.append(html.unescape(found.group(1)))
+    if not count_urls:
+        return [
+            Figure(PART, f"Find People, {label}: counted on the page (one page of matches)", 0, "")
+        ]
+    return _figures(
+        f"Find People, {label}: its count (htmx, {len(count_urls)} of {len(urls)} searches)",
+        _time(client, count_urls, headers={"HX-Request": "true"}),
+    )
 
+
+def run(ctx: BenchContext) -> list[Figure]:
     requests = 15 if ctx.quick else 30
     client = _client()
     people = "/people/?"
@@ -167,12 +186,15 @@ def run(ctx: BenchContext) -> list[Figure]:
         _time(client, identity_urls, headers={"HX-Request": "true"}),
     )
     figures += _figures("Find People, name prefix (3 letters)", _time(client, prefix_urls))
+    figures += _count_figures(client, "name prefix", prefix_urls)
     figures += _figures("Find People, filter (4 conditions)", _time(client, filter_urls))
-    broad_urls = [people + urlencode({"has_email": "on"})] * requests
-    counted = client.get(broad_urls[0]).content.decode()
+    figures += _count_figures(client, "filter", filter_urls)
+    broad_urls = ["/people/count/?" + urlencode({"has_email": "on"})] * requests
+    counted = client.get(broad_urls[0], headers={"HX-Request": "true"}).content.decode()
     kind = "estimated" if "About " in counted else "exact"
     figures += _figures(
-        f"Find People count, has email ({kind}, > 10,000)", _time(client, broad_urls)
+        f"Find People count, has email ({kind}, > 10,000)",
+        _time(client, broad_urls, headers={"HX-Request": "true"}),
     )
 
     from profiles.overview import overview_refresh
