@@ -20,8 +20,8 @@ def device(n: int) -> str:
     return f"__{n:032d}"
 
 
-def event(n: int, name: str = "Viewed") -> dict:
-    return {"type": "event", "objectId": device(n), "evtName": name, "evtData": {"n": n}}
+def event(n: int) -> dict:
+    return {"type": "event", "objectId": device(n), "evtName": "Viewed", "evtData": {"n": n}}
 
 
 def stored(records: list[dict]) -> None:
