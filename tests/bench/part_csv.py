@@ -21,6 +21,7 @@ properties it sets, with fresh values each run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -202,6 +203,17 @@ def _import_in_child(path: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _own_peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM). Not getrusage's ru_maxrss: Linux keeps that
+    across execve, so a process started by a bigger one (the bench, pytest) reports its
+    starter's peak, not its own."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # (not Linux)
+
+
 def _child(path: Path) -> None:
     """`python -m tests.bench.part_csv PATH`: import PATH and print one JSON line."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -221,8 +233,9 @@ def _child(path: Path) -> None:
     started, cpu_started = time.perf_counter(), time.process_time()
     run = import_run_execute(import_run_id=created.pk)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    reader = resource.getrusage(resource.RUSAGE_CHILDREN)  # the reader process of a big file
+    # The reader process of a big file (when IMPORT_READER_PROCESS_MIN_ROWS starts one): its
+    # ru_maxrss includes what this process held when it started it, an upper bound.
+    reader = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = {
         "run": run.pk,
         "status": run.status,
@@ -235,7 +248,7 @@ def _child(path: Path) -> None:
         "cpu_seconds": cpu_seconds,
         "reader_cpu_seconds": reader.ru_utime + reader.ru_stime,
         "inspect_seconds": inspect_seconds,
-        "peak_rss_mb": own.ru_maxrss / 1024,
+        "peak_rss_mb": _own_peak_rss_mb(),
         "reader_peak_rss_mb": reader.ru_maxrss / 1024,
     }
     print(json.dumps(result))
