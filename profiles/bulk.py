@@ -254,10 +254,11 @@ class _Planner:
         without `lock` they are not locked either: the caller locks them later with
         `_profiles_lock`, which refuses the batch if a full state changed meanwhile."""
         with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT name, type FROM profiles_propertydefinition WHERE scope = 'profile'"
-            )
-            self.types = dict(cursor.fetchall())
+            if full:  # only property updates need the types (partial states get none)
+                cursor.execute(
+                    "SELECT name, type FROM profiles_propertydefinition WHERE scope = 'profile'"
+                )
+                self.types = dict(cursor.fetchall())
             holders: dict[tuple[str, str], int] = {}
             self._holders_fetch(cursor, {pair for pair in keys if pair[0] != "objectId"}, holders)
             object_ids = sorted({value for kind, value in keys if kind == "objectId"} | {*logins})
@@ -1056,10 +1057,12 @@ def events_bulk_insert(
         # A bad event name refuses the whole batch; only the system may use reserved ones.
         event_validate(each, {}, system=actor.source == Source.SYSTEM)
     rules: dict[str, list[tuple[str, str]]] = {}
-    for rule in EventPropertyMapping.objects.filter(
-        event_name__in=event_names, enabled=True
-    ).order_by("pk"):
-        rules.setdefault(rule.event_name, []).append((rule.event_property, rule.profile_property))
+    for event_name, event_property, profile_property in (
+        EventPropertyMapping.objects.filter(event_name__in=event_names, enabled=True)
+        .order_by("pk")
+        .values_list("event_name", "event_property", "profile_property")
+    ):
+        rules.setdefault(event_name, []).append((event_property, profile_property))
 
     def attempt(first: bool) -> BulkResult:
         unlocked = before_write is not None and first  # a re-plan reads locked

@@ -240,13 +240,14 @@ def event_validate(name: object, properties: object, *, system: bool = False) ->
 def event_name_register(name: str) -> None:
     """Remember the name (for pickers); refuse a new name past the per-account cap."""
     with connection.cursor() as cursor:
+        # Counted only for a name not known yet (nearly every call names a known one).
         cursor.execute(
-            "SELECT EXISTS (SELECT 1 FROM profiles_eventname WHERE name = %s),"
-            " (SELECT count(*) FROM profiles_eventname)",
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM profiles_eventname WHERE name = %s)"
+            " THEN NULL ELSE (SELECT count(*) FROM profiles_eventname) END",
             [name],
         )
-        known, total = cursor.fetchone()
-        if known:
+        total = cursor.fetchone()[0]
+        if total is None:
             return
         if total >= MAX_EVENT_NAMES:
             raise RecordError(
