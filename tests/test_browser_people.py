@@ -161,7 +161,7 @@ def test_more_than_a_page_shows_the_results_then_their_count(page, marketer):
     # Loaded after the results (htmx), in place of "Counting…".
     expect(page.get_by_test_id("match-count")).to_have_text("30 people match")
     expect(page.get_by_test_id("match-count-pending")).to_have_count(0)
-    page.get_by_label("Search").press_sequentially("o 2", delay=20)  # Zeno 2, Zeno 20–29
+    page.get_by_label("Search").press_sequentially("o 2", delay=20)  # Zeno 2, Zeno 20 to 29
     expect(page.get_by_test_id("match-count")).to_have_text("11 people match")
 
 

@@ -60,6 +60,7 @@ def test_a_1_gb_file_imports_within_a_few_hundred_mb(tmp_path, settings):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"\n{megabytes} MB, {rows:,} rows: {json.dumps(result)}")  # the figures, with -s
     run = ImportRun.objects.get(pk=result["run"])
     try:
         assert (result["status"], result["rows"], result["rejected"]) == ("done", rows, 0)
