@@ -2,7 +2,7 @@
 
 `ingest_records` takes records in CleverTap's upload shape (`type` profile,
 event or token, named by `identity`, `FBID`, `GPID` or `objectId`) and stores them set-based
-through profiles.bulk (device token records: services.device_push_token_set). It
+through profiles.bulk (device token records: services.device_push_tokens_set). It
 returns each refused record's reason.
 """
 
@@ -32,12 +32,14 @@ from profiles.properties import (
     ErrorCode,
     RecordError,
     client_event_id_check,
+    normalize_device_id,
     normalize_identifier,
 )
 from profiles.rules.web_push import SubscriptionError, web_push_subscription
 from profiles.services import (
     Actor,
-    device_push_token_set,
+    DevicePushToken,
+    device_push_tokens_set,
     event_validate,
     identifying_kinds,
 )
@@ -101,27 +103,74 @@ def _new_user(record: dict[str, Any]) -> bool:
     return record.get("isOUL") is not False
 
 
-def _token_record(record: dict[str, Any]) -> None:
-    """A device token record (CleverTap's `type: token`), web push only for now:
-    `tokenData` `{"type": "webpush", "id": <endpoint>, "keys": {"p256dh", "auth"}}` sets the
-    objectId's subscription with push permission on; `{"type": "webpush", "action":
-    "unregister"}` clears it and turns the permission off."""
+# CleverTap's token types (Upload Device Tokens) and the platform each belongs to.
+TOKEN_PLATFORMS = {"webpush": WEB_PLATFORM, "fcm": "Android", "gcm": "Android", "apns": "iOS"}
+MAX_NATIVE_TOKEN_CHARS = Device._meta.get_field("push_token").max_length
+
+
+def _token_setting(record: dict[str, Any]) -> DevicePushToken:
+    """What a device token record (CleverTap's `type: token`) sets on its objectId.
+
+    `tokenData` `{"type": "fcm"|"gcm"|"apns", "id": <token>}` stores an Android or iOS
+    push token; `{"type": "webpush", "id": <endpoint>, "keys": {"p256dh", "auth"}}` a
+    browser's subscription; either with push permission on. `{"type": …, "action":
+    "unregister"}` clears the token and turns the permission off. RecordError when refused.
+    """
     device_id, _identifiers = _record_identifiers(record)
     if device_id is None:
         raise RecordError(ErrorCode.IDENTITY_MISSING, "A token record needs its objectId.")
+    device_id = normalize_device_id(device_id)
+    _record_ts(record)  # a bad `ts` refuses the record, as for the other kinds
     data = record.get("tokenData")
-    if not isinstance(data, dict) or data.get("type") != "webpush":
-        raise RecordError(ErrorCode.MISC, "tokenData must be an object of type webpush.")
+    platform = TOKEN_PLATFORMS.get(data.get("type")) if isinstance(data, dict) else None
+    if not isinstance(data, dict) or platform is None:
+        raise RecordError(
+            ErrorCode.MISC, "tokenData must be an object of type fcm, gcm, apns or webpush."
+        )
     if data.get("action") == "unregister":
-        device_push_token_set(device_id=device_id, platform=WEB_PLATFORM, push_token="",
-                              push_enabled=False, at=_record_ts(record))  # fmt: skip
-        return
+        return DevicePushToken(device_id, platform, push_token="", push_enabled=False)
+    if platform == WEB_PLATFORM:
+        try:
+            token = web_push_subscription({"endpoint": data.get("id"), "keys": data.get("keys")})
+        except SubscriptionError as error:
+            raise RecordError(ErrorCode.MISC, str(error)) from None
+    else:
+        token = data.get("id")
+        if (
+            not isinstance(token, str)
+            or not 0 < len(token) <= MAX_NATIVE_TOKEN_CHARS
+            or not token.isprintable()
+            or any(char.isspace() for char in token)
+        ):
+            raise RecordError(
+                ErrorCode.MISC,
+                f"tokenData.id must be the device token: 1 to {MAX_NATIVE_TOKEN_CHARS} "
+                "characters without spaces.",
+            )
+    return DevicePushToken(device_id, platform, push_token=token, push_enabled=True)
+
+
+def _tokens(items: list[_Planned], errors: dict[int, RecordError]) -> list[_Planned]:
+    """Store device token records set-based; return them all if the call failed as a whole."""
+    settings: list[tuple[_Planned, DevicePushToken]] = []
+    for item in items:
+        try:
+            settings.append((item, _token_setting(item.record)))
+        except RecordError as error:
+            errors[item.number] = error
+    if not settings:
+        return []
     try:
-        token = web_push_subscription({"endpoint": data.get("id"), "keys": data.get("keys")})
-    except SubscriptionError as error:
-        raise RecordError(ErrorCode.MISC, str(error)) from None
-    device_push_token_set(device_id=device_id, platform=WEB_PLATFORM, push_token=token,
-                          push_enabled=True, at=_record_ts(record))  # fmt: skip
+        with transaction.atomic():
+            refused = device_push_tokens_set([token for _item, token in settings])
+    except (BulkConflict, DatabaseError):
+        logger.warning("set-based token records failed; storing %d one by one", len(settings),
+                       exc_info=True)  # fmt: skip
+        return [item for item, _token in settings]
+    for item, token in settings:
+        if token.device_id in refused:
+            errors[item.number] = refused[token.device_id]
+    return []
 
 
 IDENTITY_MISSING = (
@@ -358,20 +407,18 @@ def ingest_records(
         retry = _bulk(fresh, actor, errors)
         retry += _bulk(rest, actor, errors)
         retry += _bulk([p for p in round_ if p.group == "events"], actor, errors)
-        retried = {item.number for item in retry}
-        alone = sorted([p for p in round_ if p.group == "token"] + retry, key=lambda p: p.number)
-        for item in alone:
+        retry += _tokens([p for p in round_ if p.group == "token"], errors)
+        for item in sorted(retry, key=lambda p: p.number):
             # Each commits on its own: a bad or failing record never undoes or blocks the others.
             try:
-                if item.row is None:
-                    _token_record(item.record)
-                elif _bulk([item], actor, errors):  # a set-based call failed: one at a time
+                alone = [item]
+                failed = _tokens(alone, errors) if item.row is None else _bulk(alone, actor, errors)
+                if failed:  # the set-based call failed again: its answer is the error below
                     raise BulkConflict
             except RecordError as error:
                 errors[item.number] = error
             except Exception:
-                logger.exception("upload record %d failed (%s)", item.number,
-                                 "again" if item.number in retried else "alone")  # fmt: skip
+                logger.exception("upload record %d failed again, alone", item.number)
                 errors[item.number] = RecordError(
                     ErrorCode.MISC, "Internal error storing the record. "
                 )

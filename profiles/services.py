@@ -8,7 +8,7 @@ actions) is stored by `profiles.ingest.ingest_records` through the set-based
   (`event_validate`), used by profiles.bulk;
 - `profile_push`, `profile_login`, `event_push`: one record through profiles.bulk
   (a batch of one), for code that stores a single record and wants its profile;
-- `device_push_token_set`, `profile_mark_test`, `profile_delete`.
+- `device_push_tokens_set` (set-based), `profile_mark_test`, `profile_delete`.
 """
 
 from __future__ import annotations
@@ -55,8 +55,9 @@ from profiles.rules.single_valued import SINGLE_VALUED_KINDS
 __all__ = [
     "SINGLE_VALUED_KINDS",
     "Actor",
+    "DevicePushToken",
     "RecordError",
-    "device_push_token_set",
+    "device_push_tokens_set",
     "event_push",
     "event_validate",
     "identifiers_normalize",
@@ -382,29 +383,54 @@ def event_push(
 # --- devices ---------------------------------------------------------------------------
 
 
-def device_push_token_set(
-    *,
-    device_id: str,
-    platform: str,
-    push_token: str,
-    push_enabled: bool,
-    at: dt.datetime | None = None,
-) -> Device:
-    """Set (or, with an empty `push_token`, clear) the device's push token ("platform ID")
-    and push permission; the device's platform becomes `platform`.
+@dataclass(frozen=True)
+class DevicePushToken:
+    """A device's push token ("platform ID") and permission to set; an empty `push_token`
+    clears it. The token's format is the caller's rule (ingest's token records)."""
+
+    device_id: str
+    platform: str
+    push_token: str
+    push_enabled: bool
+
+
+def device_push_tokens_set(
+    tokens: list[DevicePushToken], *, at: dt.datetime | None = None
+) -> dict[str, RecordError]:
+    """Set (or clear) the push tokens and permissions of devices, set-based; each device's
+    platform becomes its token's. For a device named more than once, the last one wins.
 
     A never-seen device is registered with a new anonymous profile, as its first
-    event would be. Does not touch last seen: a registration is not activity.
-    The token's format is the caller's rule (profiles.rules.web_push for web push).
+    event would be (one batch through profiles.bulk). Does not touch last seen: a
+    registration is not activity. Returns the devices refused, with the reason.
+    Call inside a transaction: all or nothing.
     """
-    device_id = normalize_device_id(device_id)
-    with transaction.atomic():
-        profile_push(device_id=device_id, profile_data={}, actor=Actor.system(), at=at)
-        device = Device.objects.select_for_update().get(object_id=device_id)
-        device.platform = platform[: Device._meta.get_field("platform").max_length]
-        device.push_token, device.push_enabled = push_token, push_enabled
-        device.save(update_fields=["platform", "push_token", "push_enabled"])
-    return device
+    from profiles.bulk import BulkProfileRow, profiles_bulk_upsert
+
+    latest = {token.device_id: token for token in tokens}
+    devices = list(latest)
+    rows = [BulkProfileRow(ref=number, key_kind="objectId", key_value=device, profile_data={})
+            for number, device in enumerate(devices, start=1)]  # fmt: skip
+    # The devices' rows stay locked (FOR NO KEY UPDATE) to the end of the transaction.
+    result = profiles_bulk_upsert(rows, actor=Actor.system(), at=at)
+    refused = {devices[rejection.ref - 1]: RecordError(rejection.code, rejection.message)
+               for rejection in result.rejected}  # fmt: skip
+    kept = [token for device, token in latest.items() if device not in refused]
+    if kept:
+        platform_length = Device._meta.get_field("platform").max_length
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE profiles_device d SET platform = t.platform, push_token = t.token,"
+                "  push_enabled = t.enabled"
+                " FROM unnest(%s::text[], %s::text[], %s::text[], %s::boolean[])"
+                "  AS t(object_id, platform, token, enabled)"
+                " WHERE d.object_id = t.object_id",
+                [[token.device_id for token in kept],
+                 [token.platform[:platform_length] for token in kept],
+                 [token.push_token for token in kept],
+                 [token.push_enabled for token in kept]],
+            )  # fmt: skip
+    return refused
 
 
 # --- dashboard actions -------------------------------------------------------------

@@ -311,3 +311,91 @@ def test_one_call_about_known_and_new_people_gives_a_claimed_identifier_to_the_f
     assert Profile.objects.get(identifiers__value="known").name == "Kay"
     assert Profile.objects.get(identifiers__value="other").name == "Oz"
     assert Profile.objects.count() == (2 if known_first else 3)  # a refused record creates none
+
+
+# --- device token records (CleverTap's Upload Device Tokens) ---------------------------
+
+PHONE_C = "__" + "c" * 32
+IPHONE_D = "-" + "d" * 32
+P256DH = "B" + "A" * 86  # base64url of 65 bytes starting 0x04
+AUTH = "A" * 22
+
+
+def token(object_id: str, **token_data) -> dict:
+    return {"type": "token", "objectId": object_id, "tokenData": token_data}
+
+
+def test_token_records_store_each_platform_s_token_with_push_on(api):
+    assert api.upload(event("Opened", objectId=PHONE_C))["status"] == "success"
+    known = Device.objects.get(object_id=PHONE_C)
+    body = api.upload(
+        token(PHONE_C, type="fcm", id="fcm-token:APA91b-1"),
+        token(IPHONE_D, type="apns", id="a" * 64),
+        token(BROWSER_B, type="webpush", id="https://push.example/send/1",
+              keys={"p256dh": P256DH, "auth": AUTH}),
+    )  # fmt: skip
+    assert body == {"status": "success", "processed": 3, "unprocessed": []}
+    devices = {d.object_id: d for d in Device.objects.all()}
+    assert (devices[PHONE_C].platform, devices[PHONE_C].push_token) == (
+        "Android",
+        "fcm-token:APA91b-1",
+    )
+    assert devices[PHONE_C].profile_id == known.profile_id  # a known device keeps its person
+    assert (devices[IPHONE_D].platform, devices[IPHONE_D].push_token) == ("iOS", "a" * 64)
+    assert json.loads(devices[BROWSER_B].push_token)["endpoint"] == "https://push.example/send/1"
+    assert {d.push_enabled for d in devices.values()} == {True}
+    # A device never seen before is registered with an anonymous profile of its own;
+    # a registration is not activity.
+    new = devices[IPHONE_D].profile
+    assert not new.identified and new.last_seen is None and new.event_count == 0
+
+
+def test_unregister_clears_the_token_and_the_last_record_of_a_device_wins(api):
+    api.upload(token(PHONE_C, type="fcm", id="old-token"))
+    body = api.upload(
+        token(PHONE_C, type="fcm", id="newer-token"),
+        token(PHONE_C, type="fcm", action="unregister"),
+        token(IPHONE_D, type="apns", action="unregister"),
+        token(IPHONE_D, type="apns", id="b" * 64),
+    )
+    assert body["status"] == "success"
+    phone, iphone = Device.objects.get(object_id=PHONE_C), Device.objects.get(object_id=IPHONE_D)
+    assert (phone.push_token, phone.push_enabled) == ("", False)
+    assert (iphone.push_token, iphone.push_enabled) == ("b" * 64, True)
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [
+        ({"type": "token", "tokenData": {"type": "fcm", "id": "t"}}, "needs its objectId"),
+        (token(PHONE_C, type="sms", id="t"), "of type fcm, gcm, apns or webpush"),
+        (token(PHONE_C, type="fcm"), "must be the device token"),
+        (token(PHONE_C, type="fcm", id="two words"), "must be the device token"),
+        (token(PHONE_C, type="apns", id="x" * 1025), "must be the device token"),
+        (token(PHONE_C, type="webpush", id="http://insecure.example/1",
+               keys={"p256dh": P256DH, "auth": AUTH}), "https URL"),
+        ({**token(PHONE_C, type="fcm", id="t"), "ts": "yesterday"}, "Unix Epoch"),
+        (token("not an id", type="fcm", id="t"), "objectId is invalid"),
+    ],
+)  # fmt: skip
+def test_a_bad_token_record_is_refused_with_its_reason_and_the_others_kept(api, record, reason):
+    body = api.upload(record, token(IPHONE_D, type="apns", id="c" * 64))
+    assert body["status"] == "partial" and body["processed"] == 1
+    (failure,) = body["unprocessed"]
+    assert reason in failure["error"] and failure["record"] == record
+    assert Device.objects.get(object_id=IPHONE_D).push_token == "c" * 64
+    assert not Device.objects.filter(object_id=PHONE_C).exists()
+
+
+def test_many_token_records_are_stored_in_a_fixed_number_of_statements(api):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def upload(count: int, tag: str) -> int:
+        records = [token(f"__{tag}{n:031x}", type="fcm", id=f"{tag}-{n}") for n in range(count)]
+        with CaptureQueriesContext(connection) as queries:
+            assert api.upload(*records)["processed"] == count
+        return len(queries.captured_queries)
+
+    assert upload(5, "a") == upload(200, "b")
+    assert Device.objects.filter(platform="Android").exclude(push_token="").count() == 205
