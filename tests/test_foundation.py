@@ -16,7 +16,6 @@ from django.contrib.auth.models import Group, User
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.core.validators import validate_email
-from django.db import connection
 from django.db.models import Count, Max, Min
 from django.test import Client
 from django.utils import timezone
@@ -30,9 +29,11 @@ from profiles.models import (
     EventName,
     Identifier,
     Profile,
+    PropertyChange,
     PropertyDefinition,
     PropertyScope,
 )
+from profiles.rules.history import PROFILE_CREATED
 from profiles.selectors import age_on
 
 pytestmark = pytest.mark.django_db
@@ -243,29 +244,6 @@ def _seed(profiles: int = 300, events: int = 5, seed: int = 7, **options) -> str
     return out.getvalue()
 
 
-def _assert_references_hold() -> None:
-    """What the foreign keys promise, checked directly (the fast path skips their checks)."""
-    orphans = {
-        "event.profile": "SELECT count(*) FROM profiles_event e"
-        " LEFT JOIN profiles_profile p ON p.id = e.profile_id WHERE p.id IS NULL",
-        "event.device": "SELECT count(*) FROM profiles_event e"
-        " LEFT JOIN profiles_device d ON d.id = e.device_id"
-        " WHERE e.device_id IS NOT NULL AND d.id IS NULL",
-        "device.profile": "SELECT count(*) FROM profiles_device d"
-        " LEFT JOIN profiles_profile p ON p.id = d.profile_id"
-        " WHERE d.profile_id IS NOT NULL AND p.id IS NULL",
-        "identifier.profile": "SELECT count(*) FROM profiles_identifier i"
-        " LEFT JOIN profiles_profile p ON p.id = i.profile_id WHERE p.id IS NULL",
-        "profile.linked_to": "SELECT count(*) FROM profiles_profile a"
-        " LEFT JOIN profiles_profile p ON p.id = a.linked_to_id"
-        " WHERE a.linked_to_id IS NOT NULL AND p.id IS NULL",
-    }
-    with connection.cursor() as cursor:
-        for name, sql in orphans.items():
-            cursor.execute(sql)
-            assert cursor.fetchone()[0] == 0, name
-
-
 def test_phone_numbers_of_every_country_are_valid_and_unique():
     rng = random.Random(3)
     ids = [1, 2, 3, *rng.sample(range(4, demo_data.PHONE_ID_LIMIT), 1500)]
@@ -295,7 +273,7 @@ def test_birth_dates_are_ages_13_to_80_with_some_29_february():
 def test_seed_demo_makes_realistic_consistent_data():
     output = _seed(profiles=300, events=5)
     assert re.search(r"Seeded 300 profiles .* events in [\d.]+ s", output)
-    _assert_references_hold()
+    assert "refused" not in output
 
     profiles = Profile.objects.all()
     assert profiles.count() == 300
@@ -304,11 +282,20 @@ def test_seed_demo_makes_realistic_consistent_data():
     assert profiles.filter(identified=False).count() >= 40
 
     # `identified` agrees with the identifiers held, and every identified
-    # profile holds the documented predictable identity.
+    # profile holds one documented identity, numbered from 1 in an empty database.
     holders = set(Identifier.objects.values_list("profile_id", flat=True))
     assert set(identified.values_list("pk", flat=True)) == holders
     identities = dict(Identifier.objects.filter(kind="identity").values_list("profile_id", "value"))
-    assert identities == {pk: f"user-{pk}" for pk in holders}
+    assert set(identities) == holders
+    assert sorted(identities.values(), key=lambda v: int(v[5:])) == [
+        f"user-{n}" for n in range(1, len(holders) + 1)
+    ]
+
+    # Stored through ingest: each profile's creation is in its history, by the seed.
+    created = PropertyChange.objects.filter(actor_label="Demo data", property=PROFILE_CREATED)
+    assert set(created.values_list("profile_id", flat=True)) == set(
+        profiles.values_list("pk", flat=True)
+    )
 
     # E-mails and phones: valid, normalized, mirrored in the default properties.
     for profile_id, kind, value in Identifier.objects.exclude(kind="identity").values_list(
@@ -395,52 +382,40 @@ def test_seed_demo_makes_realistic_consistent_data():
 def test_seed_demo_appends_without_collisions():
     _seed(profiles=120, events=3, seed=11)
     first_ids = set(Profile.objects.values_list("pk", flat=True))
-    first_identities = set(Identifier.objects.values_list("value", flat=True))
-    # The same --seed twice: the opaque ids must still differ.
+    first_identifiers = set(Identifier.objects.values_list("kind", "value"))
+    first_changes = PropertyChange.objects.count()
+    # The same --seed twice: the people and their opaque ids must still differ.
     _seed(profiles=120, events=3, seed=11)
 
     assert Profile.objects.count() == 240
-    assert Identifier.objects.filter(value__in=first_identities).count() == len(first_identities)
     new = Profile.objects.exclude(pk__in=first_ids)
     assert new.count() == 120
-    assert min(new.values_list("pk", flat=True)) > max(first_ids)
     assert Profile.objects.values("ct_id").distinct().count() == 240
-    for profile in new.filter(identified=True):
-        assert profile.identifiers.filter(kind="identity", value=f"user-{profile.pk}").exists()
+    assert Device.objects.values("object_id").distinct().count() == Device.objects.count()
+    # Nobody seeded first was touched: the second run's identifiers are all new ones,
+    # and the first run's profiles got no new history.
+    second = set(Identifier.objects.filter(profile__in=new).values_list("kind", "value"))
+    assert second and not second & first_identifiers
+    assert PropertyChange.objects.filter(profile_id__in=first_ids).count() == first_changes
 
 
-def test_seed_demo_checked_mode_and_triggers_work_afterwards():
-    output = _seed(profiles=150, events=2, checked=True)
-    assert "fast path" not in output
-    _assert_references_hold()
-    holders = set(Identifier.objects.values_list("profile_id", flat=True))
-    assert set(Profile.objects.filter(identified=True).values_list("pk", flat=True)) == holders
-
-    _seed(profiles=50, events=2)  # the fast path, in this same (test) transaction
-    # The identified trigger is on again: an identifier makes an anonymous profile identified.
-    anonymous = Profile.objects.filter(identified=False).first()
-    Identifier.objects.create(profile=anonymous, kind="identity", value="late-login")
-    anonymous.refresh_from_db()
-    assert anonymous.identified
-
-
-def test_seed_demo_keeps_going_when_an_identity_is_taken():
-    """An identity someone already holds is skipped for that profile, not an error;
-    a profile left without any identifier is anonymous (the flag is corrected)."""
+def test_seed_demo_numbers_identities_after_the_highest_one_held():
+    """Identities someone already holds are never reused: a seed neither updates nor
+    links to a person it did not create."""
     holder = Profile.objects.create(name="Early bird")
-    for offset in range(1, 401):
-        Identifier.objects.create(
-            profile=holder, kind="identity", value=f"user-{holder.pk + offset}"
-        )
-    _seed(profiles=400, events=1, seed=2)
-    holders = set(Identifier.objects.values_list("profile_id", flat=True))
-    seeded = Profile.objects.exclude(pk=holder.pk)
-    assert seeded.count() == 400
-    for profile in seeded:
-        assert profile.identified == (profile.pk in holders)
-        assert not profile.identifiers.filter(kind="identity").exists()
-    # Named people (planned as identified) who had only the identity: now anonymous.
-    assert seeded.exclude(name="").filter(identified=False).exists()
+    for n in (1, 2, 400):
+        Identifier.objects.create(profile=holder, kind="identity", value=f"user-{n}")
+    Identifier.objects.create(profile=holder, kind="identity", value="user-99999999999999999999")
+    _seed(profiles=60, events=1, seed=2)
+
+    holder.refresh_from_db()
+    assert holder.name == "Early bird" and holder.event_count == 0 and not holder.custom
+    assert not Profile.objects.filter(linked_to=holder).exists()
+    seeded = set(
+        Identifier.objects.filter(kind="identity").exclude(profile=holder)
+        .values_list("value", flat=True)
+    )  # fmt: skip
+    assert seeded and min(int(value[5:]) for value in seeded) == 401
 
 
 # --- bootstrap_demo -------------------------------------------------------------------

@@ -8,8 +8,8 @@ a warm-up; p50 and p95 are printed.
 - Find People: an exact identity lookup (random seeded identities), a name
   prefix (three letters of random seeded names), a filter (identified, has email,
   seen within 30 days, Customer Type = Gold);
-- the profile page of a profile with 100,000 events (created here once, set-based
-  with INSERT … SELECT generate_series, when no profile has that many), and the
+- the profile page of a profile with 100,000 events (given here once, through ingest,
+  when no profile has that many), and the
   htmx page of its older events (the inline load-more);
 - the home overview `/` (after one run of the beat task that counts it, timed too);
 - Find People's match count: a search that matches more than a page loads its count
@@ -36,8 +36,13 @@ EVENT_NAMES = ["Product Viewed", "Added To Cart", "Charged", "Searched", "Screen
 
 
 def _heavy_profile_ct_id() -> str:
-    """A profile with ≥ 100,000 events; gives an identified profile that many when none has."""
-    from django.db import connection, transaction
+    """A profile with ≥ 100,000 events; gives an identified profile that many when none has
+    (through ingest, as an app's uploads would)."""
+    from django.db import connection
+
+    from profiles.ingest import ingest_records
+    from profiles.models import Source
+    from profiles.services import Actor
 
     with connection.cursor() as cursor:
         cursor.execute(
@@ -48,49 +53,33 @@ def _heavy_profile_ct_id() -> str:
         if row:
             return row[0]
         cursor.execute(
-            "SELECT id, ct_id, event_count FROM profiles_profile WHERE identified"
-            " ORDER BY id LIMIT 1"
+            "SELECT p.ct_id, p.event_count, i.value FROM profiles_profile p"
+            " JOIN profiles_identifier i ON i.profile_id = p.id AND i.kind = 'identity'"
+            " WHERE p.identified ORDER BY p.id LIMIT 1"
         )
-        profile_id, ct_id, have = cursor.fetchone()
-        missing = HEAVY_EVENTS - have
-        started = time.perf_counter()
-        with transaction.atomic():
-            # One statement: the events are spread over the past year, newest now.
-            cursor.execute(
-                """
-                INSERT INTO profiles_event (profile_id, device_id, name, ts, properties, source,
-                                            received_at)
-                SELECT %(profile)s, NULL, (%(names)s::text[])[1 + (g.i %% %(name_count)s)],
-                       now() - (g.i * (%(days)s * 86400.0 / %(missing)s)) * interval '1 second',
-                       jsonb_build_object('sku', 'SKU-' || (g.i %% 997), 'n', g.i),
-                       'sdk', now()
-                  FROM generate_series(1, %(missing)s) AS g(i)
-                """,
-                {"profile": profile_id, "names": EVENT_NAMES, "name_count": len(EVENT_NAMES),
-                 "days": HEAVY_DAYS, "missing": missing},
-            )  # fmt: skip
-            cursor.execute(
-                "INSERT INTO profiles_eventname (name, first_seen)"
-                " SELECT unnest(%s::text[]), now() ON CONFLICT (name) DO NOTHING",
-                [EVENT_NAMES],
-            )
-            cursor.execute(
-                """
-                UPDATE profiles_profile p
-                   SET event_count = e.n, first_seen = e.first, last_seen = e.last
-                  FROM (SELECT count(*) AS n, min(ts) AS first, max(ts) AS last
-                          FROM profiles_event WHERE profile_id = %s) AS e
-                 WHERE p.id = %s
-                """,
-                [profile_id, profile_id],
-            )
+        ct_id, have, identity = cursor.fetchone()
+    missing = HEAVY_EVENTS - have
+    started = time.perf_counter()
+    # The events are spread over the past year, newest now.
+    now, step = time.time(), HEAVY_DAYS * 86400 / missing
+    actor = Actor(Source.SYSTEM, label="Benchmark")
+    for first in range(0, missing, 5000):
+        records = [{"type": "event", "identity": identity, "ts": int(now - n * step),
+                    "evtName": EVENT_NAMES[n % len(EVENT_NAMES)],
+                    "evtData": {"sku": f"SKU-{n % 997}", "n": n}}
+                   for n in range(first, min(first + 5000, missing))]  # fmt: skip
+        refused = ingest_records(records, actor=actor, may_hold_unstorable=False).refusals
+        if refused:
+            reason = next(iter(refused.values()))
+            raise RuntimeError(f"the heavy profile's events were refused: {reason}")
+    with connection.cursor() as cursor:
         cursor.execute("ANALYZE profiles_event")
-        print(
-            f"{PART:<10} gave profile {ct_id} {missing:,} more events "
-            f"in {time.perf_counter() - started:,.1f} s",
-            flush=True,
-        )
-        return ct_id
+    print(
+        f"{PART:<10} gave profile {ct_id} {missing:,} more events "
+        f"in {time.perf_counter() - started:,.1f} s",
+        flush=True,
+    )
+    return ct_id
 
 
 def _samples(sql: str, count: int) -> list[str]:
