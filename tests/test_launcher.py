@@ -480,3 +480,37 @@ def test_bursts_of_api_requests_keep_database_connections_within_the_bound(launc
         assert sum(held.values()) <= bound, (held, bound)
     assert Profile.objects.filter(identifiers__value__startswith="burst-").count() == 2 * requests
     assert launcher.stop() == 0
+
+
+def test_embedded_redis_compacts_a_large_append_only_file_when_it_starts(var_dir, monkeypatch):
+    """The append-only file would otherwise keep every SDK queue entry ever trimmed, and
+    every start would replay it all (until a start takes longer than its patience)."""
+    import config.launcher as launcher
+
+    monkeypatch.setattr(launcher, "VAR_DIR", var_dir)
+    monkeypatch.setattr(launcher, "AOF_COMPACT_BYTES", 1024 * 1024)
+    aof = var_dir / "redis" / "appendonly.aof"
+
+    def run(*commands: bytes) -> None:
+        url = launcher.start_embedded_redis()
+        socket_path = Path(urlsplit(url).path)
+        for command in commands:
+            assert launcher._redis_command(socket_path, command)[:1] in (b"+", b":", b"$")
+        assert launcher._redis_command(socket_path, b"SHUTDOWN") == b""  # no reply: it stopped
+        _wait_until_gone(socket_path)
+
+    # A queue's history: 4,000 entries appended and trimmed again, and one left.
+    value = b"x" * 500
+    run(*[b"XADD sdk:q:0 * r " + value for _ in range(4000)], b"XTRIM sdk:q:0 MAXLEN 1")
+    grown = aof.stat().st_size
+    assert grown > 2 * 1024 * 1024
+
+    url = launcher.start_embedded_redis()  # loads it all, then rewrites it
+    socket_path = Path(urlsplit(url).path)
+    deadline = time.monotonic() + 30
+    while aof.stat().st_size >= grown and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert aof.stat().st_size < 64 * 1024  # the one entry left, not its history
+    assert launcher._redis_command(socket_path, b"XLEN sdk:q:0") == b":1\r\n"
+    launcher._redis_command(socket_path, b"SHUTDOWN")
+    _wait_until_gone(socket_path)
