@@ -97,6 +97,10 @@ def _batch_size() -> int:
     return int(getattr(settings, "SDK_QUEUE_BATCH", 500))
 
 
+def _gather_seconds() -> float:
+    return float(getattr(settings, "SDK_DRAIN_GATHER_SECONDS", 0.25))
+
+
 def sdk_queue_shard(guid: str) -> int:
     return zlib.crc32(guid.encode()) % _shards()
 
@@ -191,30 +195,6 @@ def _runs(entries: list[tuple[Any, dict[Any, Any]]]) -> Iterator[tuple[str, list
         yield label, records
 
 
-def _layers(records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """The records as consecutive ingest calls that keep each device's order and put no
-    device's events and profile records in one call.
-
-    Ingest stores events set-based but sends every record of a person named by both an
-    event and a profile record of one call down its one-by-one path (to keep that person's
-    order), ~10 ms a record. The SDK sends a page view and then a profile push for the
-    same guid within a second, so in one batch most profile pushes took their device's
-    events along. Here a device's records go to layer 0 until its record type changes,
-    then to layer 1, and so on; the layers are applied in order, so each device's records
-    are still applied in the order the device sent them."""
-    layers: list[list[dict[str, Any]]] = []
-    last: dict[Any, tuple[Any, int]] = {}  # device -> (type of its last record, its layer)
-    for record in records:
-        device = record.get("objectId")
-        previous = last.get(device)
-        layer = 0 if previous is None else previous[1] + (previous[0] != record.get("type"))
-        last[device] = (record.get("type"), layer)
-        if layer == len(layers):
-            layers.append([])
-        layers[layer].append(record)
-    return layers
-
-
 def sdk_queue_drain_shard(shard: int) -> int:
     """Apply the next batch of one shard; the number of stream entries applied.
 
@@ -231,9 +211,9 @@ def sdk_queue_drain_shard(shard: int) -> int:
         entries = client.xrange(stream, min=start, max="+", count=_batch_size())
         if not entries:
             return 0
+        # Ingest keeps each person's records in their order (its rounds).
         for label, records in _runs(entries):
-            for layer in _layers(records):
-                _ingest(layer, label)
+            _ingest(records, label)
         last = entries[-1][0]
         mark.last_id = last.decode() if isinstance(last, bytes) else last
         mark.save(update_fields=["last_id"])
@@ -278,10 +258,16 @@ def sdk_queue_drain(*, seconds: float, idle_seconds: float = 1.0) -> int:
     try:
         while time.monotonic() < deadline:
             client.set(lease_key, token, xx=True, ex=_lease_seconds())
-            done = sum(sdk_queue_drain_shard(shard) for shard in range(_shards()))
-            applied += done
-            if done:
+            counts = [sdk_queue_drain_shard(shard) for shard in range(_shards())]
+            applied += sum(counts)
+            if max(counts) >= _batch_size():
+                continue  # a backlog: the next batches are full ones
+            if sum(counts):
                 idle_since = time.monotonic()
+                # Let the next batches gather: a batch of 500 costs ~0.3 ms a record to
+                # write, one of 20 several times that, so under load fewer, larger writes
+                # keep up where many small ones fell behind (data readable this much later).
+                time.sleep(_gather_seconds())
             elif time.monotonic() - idle_since >= idle_seconds:
                 break
             else:

@@ -257,6 +257,9 @@ SDK_RATE_PER_DEVICE_PER_MINUTE = int(os.environ.get("SDK_RATE_PER_DEVICE_PER_MIN
 # Web SDK queue: shards (a device's records always go to the same one) and records per batch.
 SDK_QUEUE_SHARDS = int(os.environ.get("SDK_QUEUE_SHARDS", 4))
 SDK_QUEUE_BATCH = int(os.environ.get("SDK_QUEUE_BATCH", 500))
+# After a pass over the shards that found no full batch, a drain waits this long, so that
+# under load its batches grow (api.sdk_queue.sdk_queue_drain).
+SDK_DRAIN_GATHER_SECONDS = float(os.environ.get("SDK_DRAIN_GATHER_SECONDS", 0.25))
 # A drain killed mid-batch holds its lease this long; then the next drain takes over.
 SDK_DRAIN_LEASE_SECONDS = int(os.environ.get("SDK_DRAIN_LEASE_SECONDS", 15))
 

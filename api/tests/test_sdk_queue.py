@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from api.sdk_queue import _layers, sdk_queue_append, sdk_queue_backlog
+from api.sdk_queue import sdk_queue_append, sdk_queue_backlog
 from api.sdk_tasks import sdk_queue_drain_task
 from api.tests.test_api_support import ApiClient
 from api.tests.test_sdk_endpoint import Browser, drain_now
@@ -66,18 +66,6 @@ def test_one_batch_with_events_and_logins_keeps_each_devices_order():
     record = api.get("/1/profile.json", {"identity": "layered-1"}).json()["record"]
     assert record["profileData"]["Plan"] == "platinum"  # the later push won
     assert record["systemProperties"]["Event count"] == 4
-
-
-def test_layers_split_a_device_at_each_change_of_record_type():
-    records = [{"objectId": device, "type": kind, "n": n} for n, (device, kind) in enumerate(
-        [("a", "event"), ("b", "event"), ("a", "profile"), ("a", "event"), ("b", "event"),
-         ("c", "profile"), ("a", "event")]
-    )]  # fmt: skip
-    assert [[record["n"] for record in layer] for layer in _layers(records)] == [
-        [0, 1, 4, 5],
-        [2],
-        [3, 6],
-    ]
 
 
 def test_the_worker_drains_the_queue_in_order_per_device(celery_worker_real, settings):
