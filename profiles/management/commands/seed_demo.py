@@ -354,7 +354,7 @@ class Totals:
     refused: int = 0
     first_refusal: str = ""
 
-    def add(self, batch: Batch, refusals: dict) -> None:
+    def add(self, batch: Batch, records: int, refusals: dict) -> None:
         self.profiles += batch.people
         self.identified += batch.identified
         self.linked += batch.linked
@@ -362,7 +362,7 @@ class Totals:
         self.devices += batch.devices
         self.identifiers += batch.identifiers
         self.events += len(batch.events)
-        self.records += len(batch.records())
+        self.records += records
         self.refused += len(refusals)
         if refusals and not self.first_refusal:
             self.first_refusal = str(next(iter(refusals.values())))
@@ -400,8 +400,9 @@ def demo_seed(
     while totals.profiles < profiles:
         batch = generator.batch(number, min(batch_size, profiles - totals.profiles))
         number += batch.identified
-        result = ingest_records(batch.records(), actor=DEMO_ACTOR, may_hold_unstorable=False)
-        totals.add(batch, result.refusals)
+        records = batch.records()
+        result = ingest_records(records, actor=DEMO_ACTOR, may_hold_unstorable=False)
+        totals.add(batch, len(records), result.refusals)
         if progress:
             progress(totals)
     if profiles and not connection.in_atomic_block:
