@@ -394,9 +394,7 @@ class DevicePushToken:
     push_enabled: bool
 
 
-def device_push_tokens_set(
-    tokens: list[DevicePushToken], *, at: dt.datetime | None = None
-) -> dict[str, RecordError]:
+def device_push_tokens_set(tokens: list[DevicePushToken]) -> dict[str, RecordError]:
     """Set (or clear) the push tokens and permissions of devices, set-based; each device's
     platform becomes its token's. For a device named more than once, the last one wins.
 
@@ -412,7 +410,7 @@ def device_push_tokens_set(
     rows = [BulkProfileRow(ref=number, key_kind="objectId", key_value=device, profile_data={})
             for number, device in enumerate(devices, start=1)]  # fmt: skip
     # The devices' rows stay locked (FOR NO KEY UPDATE) to the end of the transaction.
-    result = profiles_bulk_upsert(rows, actor=Actor.system(), at=at)
+    result = profiles_bulk_upsert(rows, actor=Actor.system())
     refused = {devices[rejection.ref - 1]: RecordError(rejection.code, rejection.message)
                for rejection in result.rejected}  # fmt: skip
     kept = [token for device, token in latest.items() if device not in refused]
