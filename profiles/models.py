@@ -125,6 +125,18 @@ class Profile(models.Model):
                 models.F("id").desc(),
                 name="profile_last_seen",
             ),
+            # The same order over the people one knows something about (an identifier or
+            # a name). A site's web SDK adds an anonymous, nameless profile for every new
+            # browser, all seen just now: a filtered or name-prefix search walking the
+            # index above steps over every one of them before its first match (~300 ms
+            # after 60,000 such visitors); over this one it never meets them. Find People
+            # and segments state `identified` or a non-empty name for it to apply.
+            models.Index(
+                models.F("last_seen").desc(nulls_last=True),
+                models.F("id").desc(),
+                name="profile_known_last_seen",
+                condition=models.Q(identified=True) | ~models.Q(name=""),
+            ),
             models.Index(fields=["dob"], name="profile_dob"),
             models.Index(
                 fields=["linked_to"],

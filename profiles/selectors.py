@@ -199,9 +199,13 @@ def people_exact_match_ids(*, query: str) -> list[int]:
 
 
 def people_search_q(*, query: str) -> Q:
-    """Exact identifier matches, or a case-insensitive name prefix (index on UPPER(name))."""
+    """Exact identifier matches, or a case-insensitive name prefix (index on UPPER(name)).
+    The prefix says the name is not empty, which no prefix matches anyway: listed in
+    last-seen order, the search then walks only the people with a name or an identifier
+    (index profile_known_last_seen), not the nameless visitors of a site's SDK."""
     query = query.strip()
-    return Q(pk__in=people_exact_match_ids(query=query)) | Q(name__istartswith=query)
+    named = Q(name__istartswith=query) & ~Q(name="")
+    return Q(pk__in=people_exact_match_ids(query=query)) | named
 
 
 def has_push_q() -> Q:

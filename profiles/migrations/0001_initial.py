@@ -68,7 +68,7 @@ DROP FUNCTION IF EXISTS profiles_identifier_mark_identified();
 DROP FUNCTION IF EXISTS profiles_identifier_mark_anonymous();
 DROP FUNCTION IF EXISTS profiles_identifier_moved();
 """
-# Indexes Django cannot express: the identified flag, and Find People's
+# Indexes Django cannot express: the identified flag (dropped in 0002), and Find People's
 # case-insensitive name prefix search (UPPER(name) LIKE 'ABC%').
 EXPRESSION_INDEXES = """
 CREATE INDEX profile_identified ON profiles_profile (identified);

@@ -174,6 +174,34 @@ def test_name_prefix_search_uses_the_upper_name_index(mark):
     assert "profile_name_prefix" in plan
 
 
+def test_searches_skip_the_nameless_visitors_a_web_sdk_adds(marketer_client, mark):
+    """A site's SDK adds an anonymous, nameless profile per new browser, all seen just now:
+    an identified filter and a name prefix, listed by last seen, walk an index without
+    them (else each page steps over all of them first), and still find the right people."""
+    from profiles.filters import PeopleFilter
+    from profiles.selectors import people_list, people_search_q
+
+    ProfileFactory.create_batch(3000, name="")  # seen now, newer than everyone below
+    ProfileFactory(name="Marie Named", last_seen=timezone.now() - dt.timedelta(hours=1))
+    filtered = PeopleFilter({"type": "identified"}, queryset=people_list()).qs
+    searched = people_list().filter(people_search_q(query="mar"))
+    plans = []
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE profiles_profile")
+        cursor.execute("SET enable_seqscan = off")
+        # A prefix matching many names is listed in last-seen order: without the name
+        # index (dropped inside this test's transaction) that is the plan to check.
+        cursor.execute("DROP INDEX profile_name_prefix")
+        for queryset in (filtered, searched):
+            sql, params = queryset[:51].query.sql_with_params()
+            cursor.execute("EXPLAIN " + sql, params)
+            plans.append("\n".join(row[0] for row in cursor.fetchall()))
+        cursor.execute("RESET enable_seqscan")
+    assert all("profile_known_last_seen" in plan for plan in plans), plans
+    assert names(marketer_client.get(URL, {"type": "identified"})) == ["Mark Twain"]
+    assert names(marketer_client.get(URL, {"q": "mar"})) == ["Marie Named", "Mark Twain"]
+
+
 # --- states ---------------------------------------------------------------------------
 
 
