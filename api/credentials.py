@@ -264,7 +264,7 @@ class TooManyConcurrentRequests(Exception):
 
 
 def _redis():
-    """A client for the Celery broker's Redis (shared by every gunicorn worker)."""
+    """A client for the Celery broker's Redis (shared by every web worker)."""
     global _redis_client
     if _redis_client is None:
         import redis

@@ -385,7 +385,7 @@ def _push_token_record(payload: dict[str, Any], guid: str) -> dict[str, Any]:
             "tokenData": {"type": "webpush", "id": endpoint, "keys": payload["keys"]}}  # fmt: skip
 
 
-# Each gunicorn process keeps an account's credential and SDK settings this long, so a
+# Each web process keeps an account's credential and SDK settings this long, so a
 # request makes no database query: a revocation or an origin change applies within it.
 ACCOUNT_CACHE_SECONDS = 5.0
 _account_cache: dict[str, tuple[float, ApiCredential, SdkSettings]] = {}

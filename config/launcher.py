@@ -229,12 +229,13 @@ def _python(*args: str) -> list[str]:
 
 
 WEB_WORKERS = int(os.environ.get("WEB_WORKERS", "2"))
-# Threads per web process (gunicorn's gthread worker). The web SDK's `/a` is many small
-# requests that mostly wait on Redis: threads overlap those waits and keep browsers'
-# connections alive, so a process spends ~0.5 ms of CPU per call where a sync worker
-# (a new connection per call) spent ~0.9 ms. Eight measured best on 2 cores (README,
-# Performance, sdk: 2,043 → 2,226 requests/s and p95 58.5 → 50.0 ms against four;
-# twelve and sixteen did no better).
+# Threads per web process (Granian's blocking threads: each runs one request of the WSGI
+# application at a time). The web SDK's `/a` is many small requests that mostly wait on
+# Redis: threads overlap those waits while Granian's own Rust event loop keeps browsers'
+# connections alive. Eight measured best on 2 cores with gunicorn's gthread worker
+# before (README, Performance, sdk); Granian parses HTTP outside Python, which took an
+# `/a` call from ~0.5 to ~0.35 ms of a web process's CPU (1,484-1,835 -> 2,368-2,397
+# requests/s on the same machine).
 WEB_THREADS = int(os.environ.get("WEB_THREADS", "8"))
 WORKER_CONCURRENCY = int(os.environ.get("WORKER_CONCURRENCY", "2"))
 # How long a stopping worker may finish the task in hand before it is cut off
@@ -243,21 +244,29 @@ STOP_GRACE_SECONDS = int(os.environ.get("STOP_GRACE_SECONDS", "30"))
 RESTART_DELAY_SECONDS = 2
 
 
+def web_command(port: str, *, workers: int, threads: int, access_log: bool) -> list[str]:
+    """Granian serving the WSGI application: `workers` processes of `threads` threads,
+    plain HTTP/1.1 (TLS and HTTP/2 belong to the proxy in front), a worker that dies
+    started again, the requests in hand finished on SIGTERM."""
+    return _python(
+        "-m", "granian", "--interface", "wsgi", "config.wsgi:application",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--workers", str(workers),
+        "--blocking-threads", str(threads),
+        "--http", "1", "--no-ws",
+        "--respawn-failed-workers",
+        "--workers-kill-timeout", str(STOP_GRACE_SECONDS),
+        "--log-level", "info" if access_log else "warning",
+        *(["--access-log"] if access_log else []),
+    )  # fmt: skip
+
+
 def service_commands(port: str) -> dict[str, list[str]]:
-    """What `make run` serves: gunicorn (WEB_WORKERS processes of WEB_THREADS threads,
+    """What `make run` serves: Granian (WEB_WORKERS processes of WEB_THREADS threads,
     one database connection per thread at most, static files through WhiteNoise),
     the Celery worker and beat."""
     return {
-        "web": _python(
-            "-m", "gunicorn", "config.wsgi:application",
-            "--bind", f"127.0.0.1:{port}",
-            "--workers", str(WEB_WORKERS),
-            "--worker-class", "gthread",
-            "--threads", str(WEB_THREADS),
-            "--timeout", "120",
-            "--graceful-timeout", str(STOP_GRACE_SECONDS),
-            "--access-logfile", "-",
-        ),
+        "web": web_command(port, workers=WEB_WORKERS, threads=WEB_THREADS, access_log=True),
         "worker": _python(
             "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
             "--concurrency", str(WORKER_CONCURRENCY),
@@ -276,7 +285,7 @@ def database_connections_bound(
     worker_concurrency: int = WORKER_CONCURRENCY,
 ) -> int:
     """The most PostgreSQL connections `make run` holds, however busy it is:
-    one per gunicorn thread (it serves one request at a time and keeps one
+    one per web thread (it serves one request at a time and keeps one
     connection, CONN_MAX_AGE), per Celery pool child one plus an import's
     pipeline threads, one each for the worker's main process, beat and the
     local SMTP sink."""
@@ -295,7 +304,7 @@ def _start(name: str, command: list[str]) -> subprocess.Popen:
 
 
 def _stop_all(processes: dict[str, subprocess.Popen]) -> None:
-    """SIGTERM: gunicorn finishes the requests in hand, the Celery worker does a
+    """SIGTERM: Granian finishes the requests in hand, the Celery worker does a
     warm shutdown (the task in hand finishes), beat exits. Whatever is still
     running after the grace period is killed."""
     for process in processes.values():

@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from config.celery import app
 from config.jobs import jobs_recover, stale_after
+from config.launcher import web_command
 from conftest import test_database_url
 from imports.models import ImportRun
 from imports.services import import_run_create, import_run_start
@@ -196,20 +197,21 @@ def test_a_segment_export_cut_off_by_a_killed_worker_finishes(worker_processes, 
 # --- the web server: bounded connections, a clear 503 when the database is gone -------
 
 
-class Gunicorn:
+class WebServer:
+    """The web server as `make run` starts it (config.launcher.web_command)."""
+
     def __init__(self, database_url: str, log: Path, workers: int = 3) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         with log.open("wb") as output:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "config.wsgi:application",
-                 "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers)],
+                web_command(str(self.port), workers=workers, threads=1, access_log=False),
                 cwd=BASE_DIR, env={**os.environ, "DATABASE_URL": database_url},
                 stdout=output, stderr=subprocess.STDOUT,
             )  # fmt: skip
         self.base = f"http://127.0.0.1:{self.port}"
-        _wait(lambda: self.get("/healthz")[0] != 0, seconds=120, what="gunicorn")
+        _wait(lambda: self.get("/healthz")[0] != 0, seconds=120, what="the web server")
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
         request = urllib.request.Request(self.base + path, headers=headers or {})
@@ -237,7 +239,7 @@ def _backends() -> int:
 
 def test_bursts_of_requests_keep_the_connection_count_bounded(transactional_db, tmp_path):
     workers = 3
-    server = Gunicorn(test_database_url(), tmp_path / "web.log", workers=workers)
+    server = WebServer(test_database_url(), tmp_path / "web.log", workers=workers)
     try:
         counts = []
         for _ in range(2):
@@ -245,7 +247,7 @@ def test_bursts_of_requests_keep_the_connection_count_bounded(transactional_db, 
                 statuses = list(pool.map(lambda _: server.get("/healthz")[0], range(60)))
             assert statuses == [200] * 60
             counts.append(_backends())
-        # Sync workers hold one connection each at most, however many requests came.
+        # One thread a worker: one connection each at most, however many requests came.
         assert all(count <= workers for count in counts), counts
     finally:
         server.stop()
@@ -255,7 +257,7 @@ def test_a_refused_database_answers_the_api_with_json_503(transactional_db, tmp_
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]  # nothing listens there once closed
-    server = Gunicorn(f"postgres://postgres@127.0.0.1:{closed_port}/nowhere", tmp_path / "w.log")
+    server = WebServer(f"postgres://postgres@127.0.0.1:{closed_port}/nowhere", tmp_path / "w.log")
     try:
         status, content_type, body = server.get(
             "/1/profile.json?identity=someone",

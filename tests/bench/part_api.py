@@ -1,4 +1,4 @@
-"""Part 2: the REST API over HTTP against gunicorn (a production-style server).
+"""Part 2: the REST API over HTTP against Granian (the production server of `make run`).
 
 - records/s through POST /1/upload: several concurrent clients send
   1000-record batches, a profile mix and an event mix;
@@ -14,7 +14,6 @@ import random
 import socket
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,15 +22,10 @@ from tests.bench import BenchContext, Figure
 
 PART = "api"
 ROOT = Path(__file__).resolve().parents[2]
-# Gunicorn: one process per client, one thread each: a request is CPU work between
-# database waits and threads of one process share its GIL (3 workers x 2 threads
-# measured lower). Sync workers rather than gthread: a gthread worker keeps accepting
-# keep-alive connections while its one thread is busy, so two clients could end up
-# queued on one worker while another idled (uneven, ~20% fewer records/s); a sync
-# worker takes one connection at a time, so the accept queue spreads the clients.
-# BENCH_API_WORKERS / BENCH_API_WORKER_CLASS / BENCH_API_THREADS override it, to compare.
+# One process per client, one thread each: a request is CPU work between database waits
+# and threads of one process share its GIL (3 workers x 2 threads measured lower with
+# gunicorn, the server before). BENCH_API_WORKERS / BENCH_API_THREADS override it.
 WORKERS = int(os.environ.get("BENCH_API_WORKERS", "4"))
-WORKER_CLASS = os.environ.get("BENCH_API_WORKER_CLASS", "sync")
 THREADS = int(os.environ.get("BENCH_API_THREADS", "1"))
 CLIENTS = 4
 BATCH = 1000
@@ -51,17 +45,14 @@ def _start_server(ctx: BenchContext, port: int) -> subprocess.Popen:
         "API_MAX_CONCURRENT_REQUESTS": str(CLIENTS * 2),
         "LOG_LEVEL": "WARNING",
     }
-    command = [
-        sys.executable, "-m", "gunicorn", "config.wsgi:application",
-        "--bind", f"127.0.0.1:{port}", "--workers", str(WORKERS),
-        "--worker-class", WORKER_CLASS, "--threads", str(THREADS),
-        "--timeout", "120", "--log-level", "warning",
-    ]  # fmt: skip
+    from config.launcher import web_command
+
+    command = web_command(str(port), workers=WORKERS, threads=THREADS, access_log=False)
     server = subprocess.Popen(command, cwd=ROOT, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {server.returncode}")
+            raise RuntimeError(f"the web server exited with {server.returncode}")
         try:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             connection.request("GET", "/healthz")
@@ -70,7 +61,7 @@ def _start_server(ctx: BenchContext, port: int) -> subprocess.Popen:
         except OSError:
             time.sleep(0.3)
     server.terminate()
-    raise RuntimeError("gunicorn did not start within 60 s")
+    raise RuntimeError("the web server did not start within 60 s")
 
 
 class _Client:

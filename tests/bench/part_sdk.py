@@ -1,6 +1,6 @@
 """Part "sdk": the web SDK endpoint `/a` under many small requests.
 
-The production server as `make run` starts it (config.launcher.service_commands: gunicorn,
+The production server as `make run` starts it (config.launcher.service_commands: Granian,
 and a Celery worker draining the SDK queue). Many concurrent clients send what
 clevertap-web-sdk sends: a mix of page views (40%), events (40%) and profile pushes (20%);
 half of the requests come from browsers never seen before (no guid: the reply gives one,
@@ -92,14 +92,14 @@ def _free_port() -> int:
 
 
 def _start(ctx: BenchContext, port: int) -> tuple[subprocess.Popen, subprocess.Popen]:
-    from config.launcher import service_commands
+    from config.launcher import WEB_THREADS, WEB_WORKERS, service_commands, web_command
 
     env = {**os.environ, "DATABASE_URL": ctx.database_url, "DEBUG": "false",
            "LOG_LEVEL": "WARNING", "SDK_RATE_PER_IP_PER_MINUTE": "100000000"}  # fmt: skip
     commands = service_commands(str(port))
-    web_command = [arg for arg in commands["web"] if arg != "-"]
-    web_command = [a for a in web_command if a != "--access-logfile"]
-    web = subprocess.Popen(web_command, cwd=ROOT, env=env)
+    # As `make run` starts it, without the access log (a line per request).
+    command = web_command(str(port), workers=WEB_WORKERS, threads=WEB_THREADS, access_log=False)
+    web = subprocess.Popen(command, cwd=ROOT, env=env)
     worker = subprocess.Popen(
         [*commands["worker"], "--without-mingle", "--without-gossip"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -111,7 +111,7 @@ def _start(ctx: BenchContext, port: int) -> tuple[subprocess.Popen, subprocess.P
                 return web, worker
         except OSError:
             time.sleep(0.3)
-    raise RuntimeError("gunicorn did not start within 60 s")
+    raise RuntimeError("the web server did not start within 60 s")
 
 
 def _encode(payload: dict) -> str:
