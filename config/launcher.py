@@ -234,8 +234,8 @@ WEB_WORKERS = int(os.environ.get("WEB_WORKERS", "2"))
 # Redis: threads overlap those waits while Granian's own Rust event loop keeps browsers'
 # connections alive. Eight measured best on 2 cores with gunicorn's gthread worker
 # before (README, Performance, sdk); Granian parses HTTP outside Python, which took an
-# `/a` call from ~0.5 to ~0.35 ms of a web process's CPU (1,484-1,835 -> 2,368-2,397
-# requests/s on the same machine).
+# `/a` call from ~0.5 to ~0.35 ms of a web process's CPU (1,715 -> 2,545 requests/s,
+# medians of three runs each on one machine).
 WEB_THREADS = int(os.environ.get("WEB_THREADS", "8"))
 WORKER_CONCURRENCY = int(os.environ.get("WORKER_CONCURRENCY", "2"))
 # How long a stopping worker may finish the task in hand before it is cut off

@@ -130,7 +130,7 @@ class Profile(models.Model):
             # browser, all seen just now: a filtered or name-prefix search walking the
             # index above steps over every one of them before its first match (~300 ms
             # after 60,000 such visitors); over this one it never meets them. Find People
-            # and segments state `identified` or a non-empty name for it to apply.
+            # states `identified` (its type filter) or a non-empty name (its name prefix).
             models.Index(
                 models.F("last_seen").desc(nulls_last=True),
                 models.F("id").desc(),
