@@ -12,7 +12,8 @@ Guarantees (README, "Web SDK"):
   a worker killed mid-batch rolls the batch back, and the next one (holding the mark's
   row lock) starts after the mark, so nothing is lost or doubled. Entries are trimmed from
   the stream only after their batch committed. A re-fired SDK request (same account,
-  guid, rn, i, sn) is appended once (a Redis key set in the same script as the XADD).
+  guid, rn, i, sn) with a profile or token record is appended once (a Redis key set in the
+  same script as the XADD); its events are stored once by their event ids (ingest).
 """
 
 from __future__ import annotations

@@ -471,7 +471,9 @@ def sdk_handle(request: SdkRequest) -> SdkReply:
             guid=guid,
             records=records,
             actor_label=f"SDK: {credential.name}",
-            dedupe_key=_refire_key(request, credential.account_id, guid) if records else None,
+            dedupe_key=_refire_key(request, credential.account_id, guid)
+            if any(record["type"] != "event" for record in records)
+            else None,
             rate=rate,
         )
     except SdkRateLimited:
@@ -492,7 +494,12 @@ def sdk_handle(request: SdkRequest) -> SdkReply:
 
 def _refire_key(request: SdkRequest, account_id: str, guid: str) -> str | None:
     """The same request fired again (the SDK's retry queue) has the same key; None when
-    the call lacks the SDK's request stamp (rn, i, sn) and cannot be told apart."""
+    the call lacks the SDK's request stamp (rn, i, sn) and cannot be told apart.
+
+    Only a call with a profile push or a token record takes one: an event's id comes from
+    the same stamp (client_event_id), and PostgreSQL stores an event id once per profile,
+    so a re-fired page view or event is queued again and stored once. A key for every call,
+    kept a week, was most of Redis's memory (a week at 100 calls/s: ~60 million keys)."""
     if not request.i or not request.sn:
         return None
     body = hashlib.sha256((request.d or "").encode()).hexdigest()[:24]

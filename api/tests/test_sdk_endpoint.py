@@ -145,6 +145,27 @@ def test_a_refired_request_stores_nothing_twice(api):
     assert events_of(browser.guid) == ["Page Viewed", "Added To Cart"]
 
 
+def test_a_refired_profile_push_counts_once_and_events_need_no_redis_key(api):
+    """A profile push re-fired is kept out by a Redis key (an `$incr` must not count twice);
+    page views and events are stored once by their event ids, so they leave no key behind
+    (a key per call for a week would be most of Redis's memory)."""
+    from api.credentials import _redis
+    from api.sdk_queue import SEEN_PREFIX
+
+    browser = Browser(api.credential.account_id)
+    browser.call("page", {"cpg": "https://shop.example/"})
+    browser.event("Added To Cart", {"sku": "A1"})
+    browser.event("Added To Cart", {"sku": "A1"}, refire=browser.last_query)
+    assert not list(_redis().scan_iter(f"{SEEN_PREFIX}*"))
+    browser.call("push", {"type": "profile", "profile": {"Visits": {"$incr": 1}}})
+    browser.call("push", {"type": "profile", "profile": {"Visits": {"$incr": 1}}},
+                 refire=browser.last_query)  # fmt: skip
+    assert len(list(_redis().scan_iter(f"{SEEN_PREFIX}*"))) == 1
+    assert events_of(browser.guid) == ["Page Viewed", "Added To Cart"]
+    profile = Profile.objects.get(devices__object_id=browser.guid)
+    assert profile.custom["Visits"] == 1
+
+
 def test_scenario_1_and_2_two_browsers_logging_in_reach_the_same_person(api):
     desktop = Browser(api.credential.account_id)
     desktop.call("page", {"cpg": "https://shop.example/"})
