@@ -7,6 +7,10 @@ half of the requests come from browsers never seen before (no guid: the reply gi
 and later requests reuse it). Measured: requests/s, p50/p95 reply latency, and how long
 until a request's data is readable (a marker event sent every second under load, polled in
 the database until its row exists), and the backlog's drain time after the load stops.
+Two phases: each client sending its next request the moment it is answered (the most the
+server takes, the drain left what the web workers leave of the two cores), then requests
+leaving on a schedule of BENCH_SDK_PACED_RATE (2,000) a second, what a site that busy
+sends, where the target's latency and delay until readable apply (wrk only).
 
 The load comes from `wrk` (Debian's package: `apt-get install wrk`) with a Lua script, one
 thread, keep-alive connections as a browser keeps them: a C event loop spends a small
