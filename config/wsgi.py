@@ -7,8 +7,26 @@ django_application = get_wsgi_application()
 
 from api.sdk import sdk_wsgi  # noqa: E402  (needs the apps loaded above)
 
+# Granian builds each request's environ on a copy of the process environment (as
+# wsgiref does; gunicorn did not). Left there, SECRET_KEY, DATABASE_URL and the rest
+# would be part of every request's META (shown by DEBUG's error page, logged with
+# errors), and a variable named like a header (HTTP_X_CLEVERTAP_PASSCODE, HTTP_HOST)
+# would pass for one the client sent. The process's own entries are taken out again.
+_PROCESS_ENVIRONMENT = dict(os.environ)
+
+
+def request_environ(environ: dict) -> dict:
+    """`environ` without the entries it holds only because the process environment does
+    (same name and value); what the request and the server set stays."""
+    return {
+        key: value
+        for key, value in environ.items()
+        if _PROCESS_ENVIRONMENT.get(key, _PROCESS_ENVIRONMENT) != value
+    }
+
 
 def application(environ, start_response):
+    environ = request_environ(environ)
     # The web SDK's `/a` is many small anonymous calls: answered before Django's handler
     # and the dashboard's middleware, none of which it needs (api.sdk says why and keeps
     # every refusal of /a); everything else goes to Django.

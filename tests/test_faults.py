@@ -200,14 +200,16 @@ def test_a_segment_export_cut_off_by_a_killed_worker_finishes(worker_processes, 
 class WebServer:
     """The web server as `make run` starts it (config.launcher.web_command)."""
 
-    def __init__(self, database_url: str, log: Path, workers: int = 3) -> None:
+    def __init__(
+        self, database_url: str, log: Path, workers: int = 3, env: dict[str, str] | None = None
+    ) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         with log.open("wb") as output:
             self.process = subprocess.Popen(
                 web_command(str(self.port), workers=workers, threads=1, access_log=False),
-                cwd=BASE_DIR, env={**os.environ, "DATABASE_URL": database_url},
+                cwd=BASE_DIR, env={**os.environ, "DATABASE_URL": database_url, **(env or {})},
                 stdout=output, stderr=subprocess.STDOUT,
             )  # fmt: skip
         self.base = f"http://127.0.0.1:{self.port}"
@@ -251,6 +253,35 @@ def test_bursts_of_requests_keep_the_connection_count_bounded(transactional_db, 
         assert all(count <= workers for count in counts), counts
     finally:
         server.stop()
+
+
+def test_the_process_environment_is_no_part_of_a_request(transactional_db, tmp_path):
+    """The web server starts each request's environ from the process environment: a
+    variable named like the API's credential headers must not authenticate a request
+    that sent none, and the settings' secrets stay out of request.META."""
+    from api.credentials import api_credential_create
+    from config.wsgi import request_environ
+
+    credential, passcode = api_credential_create(name="environment")
+    other, other_passcode = api_credential_create(name="sent")
+    headers = {"X-CleverTap-Account-Id": other.account_id, "X-CleverTap-Passcode": other_passcode}
+    server = WebServer(
+        test_database_url(),
+        tmp_path / "web.log",
+        workers=1,
+        env={
+            "HTTP_X_CLEVERTAP_ACCOUNT_ID": credential.account_id,
+            "HTTP_X_CLEVERTAP_PASSCODE": passcode,
+        },
+    )
+    try:
+        path = "/1/profile.json?identity=nobody"
+        assert server.get(path)[0] == 401
+        assert server.get(path, headers=headers)[0] == 404  # headers sent still count
+    finally:
+        server.stop()
+    request = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "HTTP_HOST": "example.com"}
+    assert request_environ({**os.environ, **request}) == request
 
 
 def test_a_refused_database_answers_the_api_with_json_503(transactional_db, tmp_path):
