@@ -12,17 +12,23 @@ from api.sdk import sdk_wsgi  # noqa: E402  (needs the apps loaded above)
 # would be part of every request's META (shown by DEBUG's error page, logged with
 # errors), and a variable named like a header (HTTP_X_CLEVERTAP_PASSCODE, HTTP_HOST)
 # would pass for one the client sent. The process's own entries are taken out again.
-_PROCESS_ENVIRONMENT = dict(os.environ)
+_process_environment: dict[str, str] = {}
+
+
+def _process_environment_now() -> dict[str, str]:
+    """A copy of os.environ, taken again when a variable was added or removed (reading
+    os.environ itself per request would decode every value each time)."""
+    global _process_environment
+    if len(_process_environment) != len(os.environ):
+        _process_environment = dict(os.environ)
+    return _process_environment
 
 
 def request_environ(environ: dict) -> dict:
     """`environ` without the entries it holds only because the process environment does
     (same name and value); what the request and the server set stays."""
-    return {
-        key: value
-        for key, value in environ.items()
-        if _PROCESS_ENVIRONMENT.get(key, _PROCESS_ENVIRONMENT) != value
-    }
+    process = _process_environment_now()
+    return {key: value for key, value in environ.items() if process.get(key, process) != value}
 
 
 def application(environ, start_response):
