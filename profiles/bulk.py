@@ -16,7 +16,8 @@ it every channel's records; a single record is a batch of one).
   the previous one left: the last row wins.
 - A property's type is fixed on first sight (PropertyDefinition); a value of
   another type refuses the row.
-- Writes are set-based: COPY into temporary staging tables, then one
+- Writes are set-based: COPY (a few rows: one multi-row INSERT) into temporary
+  staging tables, then one
   `INSERT … ON CONFLICT` / `UPDATE … FROM` per target table. Nothing loops
   over `save()`.
 - Concurrency: existing profiles of the batch are locked (`FOR UPDATE`, in id
@@ -48,13 +49,14 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from profiles.models import EventPropertyMapping, Source, new_ct_ids
+from profiles.models import Source, new_ct_ids
 from profiles.operations import STRING_FIELDS, plan_profile_update
 from profiles.properties import (
     DEFAULT_PROPERTIES,
     IDENTIFIER_KEYS,
     IDENTITY_MISSING_MESSAGE,
     MAX_CUSTOM_PROFILE_KEYS,
+    MAX_EVENT_NAMES,
     ErrorCode,
     IdentifierHeldByAnother,
     IdentifiersOfDifferentProfiles,
@@ -71,7 +73,6 @@ from profiles.services import (
     RETRY_SQLSTATES,
     SINGLE_VALUED_KINDS,
     Actor,
-    event_name_register,
     event_validate,
     identifying_kinds,
     login_decision,
@@ -281,12 +282,15 @@ class _Planner:
             )
             by_id: dict[int, _State] = {}
             if wanted and not full:
-                cursor.execute(
-                    "SELECT id, ct_id FROM profiles_profile WHERE id = ANY(%s)"
-                    + (" ORDER BY id FOR NO KEY UPDATE" if lock else ""),
-                    [wanted],
-                )
-                for profile_id, ct_id in cursor.fetchall():
+                found = [(profile_id, "") for profile_id in wanted]
+                if lock:  # (else `_profiles_lock` locks them later, checking they still exist)
+                    cursor.execute(
+                        "SELECT id, ct_id FROM profiles_profile WHERE id = ANY(%s)"
+                        " ORDER BY id FOR NO KEY UPDATE",
+                        [wanted],
+                    )
+                    found = cursor.fetchall()
+                for profile_id, ct_id in found:
                     state = _State(
                         token=len(self.states), profile_id=profile_id, ct_id=ct_id,
                         fields=_empty_fields(), custom={}, identifiers=set(),
@@ -296,13 +300,18 @@ class _Planner:
                     by_id[profile_id] = state
             elif wanted:
                 columns = ", ".join(DEFAULT_FIELDS)
+                # With their identifiers, as [[kind, value], …] (one round trip, not two).
                 cursor.execute(
-                    f"SELECT id, ct_id, xmin::text, linked_to_id IS NOT NULL, custom, {columns}"
-                    " FROM profiles_profile"
-                    " WHERE id = ANY(%s) ORDER BY id" + (" FOR NO KEY UPDATE" if lock else ""),
+                    f"SELECT id, ct_id, xmin::text, linked_to_id IS NOT NULL, custom, {columns},"
+                    " (SELECT json_agg(json_build_array(i.kind, i.value))"
+                    "  FROM profiles_identifier i WHERE i.profile_id = p.id)"
+                    " FROM profiles_profile p"
+                    " WHERE id = ANY(%s) ORDER BY id" + (" FOR NO KEY UPDATE OF p" if lock else ""),
                     [wanted],
                 )
                 for row in cursor.fetchall():
+                    pairs = json.loads(row[-1]) if isinstance(row[-1], str) else row[-1]
+                    identifiers = {(kind, value) for kind, value in pairs or ()}
                     state = _State(
                         token=len(self.states),
                         profile_id=row[0],
@@ -310,21 +319,12 @@ class _Planner:
                         version=None if lock else row[2],
                         linked=row[3],
                         custom=_loads(row[4]),
-                        fields=dict(zip(DEFAULT_FIELDS, row[5:], strict=True)),
-                        identifiers=set(),
-                        original_identifiers=frozenset(),
+                        fields=dict(zip(DEFAULT_FIELDS, row[5:-1], strict=True)),
+                        identifiers=identifiers,
+                        original_identifiers=frozenset(identifiers),
                     )
                     self.states.append(state)
                     by_id[state.profile_id] = state
-                cursor.execute(
-                    "SELECT profile_id, kind, value FROM profiles_identifier"
-                    " WHERE profile_id = ANY(%s)",
-                    [wanted],
-                )
-                for profile_id, kind, value in cursor.fetchall():
-                    by_id[profile_id].identifiers.add((kind, value))
-                for state in by_id.values():
-                    state.original_identifiers = frozenset(state.identifiers)
             # Identifiers the data would add: who holds them, unless known already
             # (a row naming the identifiers its person holds, e.g. a re-imported email).
             known = set(holders)
@@ -636,26 +636,51 @@ END $$;
 _connections_with_stage_tables: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
-def _stage_tables_empty(cursor) -> None:
-    """This connection's staging tables, created if need be, and empty."""
-    session = cursor.db.connection
-    if session in _connections_with_stage_tables:
-        cursor.execute(STAGE_TABLES_EMPTY)
-        return
-    cursor.execute(STAGE_TABLES)
-    transaction.on_commit(
-        lambda: _connections_with_stage_tables.add(session), using=cursor.db.alias
-    )
+# A batch of a few rows sends them as multi-row INSERTs, in the round trip that empties the
+# tables: COPY costs two round trips a table, which a batch of one (one API record, one
+# service call) would pay up to five times.
+FEW_STAGE_ROWS = 64
 
 
-def _copy(cursor, table: str, columns: list[str], rows) -> int:
-    """COPY `rows` into a staging table; the number of rows."""
-    count = 0
-    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
-            count += 1
-    return count
+class _Stage:
+    """The rows a batch puts in this connection's staging tables, sent at once (`send`)."""
+
+    def __init__(self) -> None:
+        self.tables: list[tuple[str, list[str], list[list[Any]]]] = []
+
+    def add(self, table: str, columns: list[str], rows: Iterable[list[Any]]) -> int:
+        """Rows for `table`, to be sent; their number."""
+        listed = list(rows)
+        if listed:
+            self.tables.append((table, columns, listed))
+        return len(listed)
+
+    def send(self, cursor) -> None:
+        """Empty this connection's staging tables (created if need be) and fill them."""
+        session = cursor.db.connection
+        if session in _connections_with_stage_tables:
+            statements = [STAGE_TABLES_EMPTY.strip().rstrip(";")]
+        else:
+            statements = [STAGE_TABLES.strip().rstrip(";")]
+            transaction.on_commit(
+                lambda: _connections_with_stage_tables.add(session), using=cursor.db.alias
+            )
+        if sum(len(rows) for _, _, rows in self.tables) > FEW_STAGE_ROWS:
+            cursor.execute(statements[0])
+            for table, columns, rows in self.tables:
+                with cursor.cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            return
+        params: list[Any] = []
+        for table, columns, rows in self.tables:
+            values = "(" + ", ".join(["%s"] * len(columns)) + ")"
+            statements.append(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+                + ", ".join([values] * len(rows))
+            )
+            params.extend(value for row in rows for value in row)
+        cursor.execute("; ".join(statements), params)
 
 
 def _property_types_write(cursor, planner: _Planner) -> None:
@@ -706,18 +731,16 @@ class _Staged:
     changes: int = 0
 
 
-def _profiles_stage(cursor, planner: _Planner) -> _Staged:
-    """COPY the batch's profiles, identifier changes, devices and audit rows into
-    this connection's temporary staging tables. Nothing shared is touched yet, so
-    a pipelined batch does it before waiting for its turn to write."""
-    _stage_tables_empty(cursor)
+def _profiles_stage(stage: _Stage, planner: _Planner) -> _Staged:
+    """Add the batch's profiles, identifier changes, devices and audit rows to what it
+    puts in this connection's temporary staging tables. Nothing shared is touched by
+    sending them, so a pipelined batch does it before waiting for its turn to write."""
     staged = [state for state in planner.states if state.touched or state.staged]
     touched = [state for state in staged if state.touched]
     if not staged:
         return _Staged()
     field_columns = list(DEFAULT_FIELDS)
-    _copy(
-        cursor.cursor,
+    stage.add(
         "bulk_profile_stage",
         ["token", "profile_id", "is_new", "touched", "ct_id", "identified", "link_token",
          "custom", *field_columns],
@@ -737,14 +760,14 @@ def _profiles_stage(cursor, planner: _Planner) -> _Staged:
                     for kind, value in state.original_identifiers - state.identifiers)  # fmt: skip
     adding = sum(1 for row in rows if row[3])
     if rows:
-        _copy(cursor.cursor, "bulk_identifier_stage", ["token", "kind", "value", "adding"], rows)
+        stage.add("bulk_identifier_stage", ["token", "kind", "value", "adding"], rows)
     new_devices, moved_devices = planner.device_rows()
     devices = [[*row, False] for row in new_devices] + [[*row, True] for row in moved_devices]
     if devices:
-        _copy(cursor.cursor, "bulk_device_stage", ["token", "object_id", "moving"], devices)
+        stage.add("bulk_device_stage", ["token", "object_id", "moving"], devices)
     # One staging row per profile (its changes as a JSON array); SQL expands them.
     changes = ([state.token, _json(_audit(state))] for state in touched if state.changes)
-    changed = _copy(cursor.cursor, "bulk_change_stage", ["token", "changes"], changes)
+    changed = stage.add("bulk_change_stage", ["token", "changes"], changes)
     return _Staged(profiles=len(staged), new_profiles=sum(1 for state in staged if state.is_new),
                    profiles_changed=sum(1 for state in touched if not state.is_new),
                    identifiers_added=adding,
@@ -959,7 +982,9 @@ def profiles_bulk_upsert(
                 planner.login_map(state, device, left_behind)
             landed[row.ref] = state
         with connection.cursor() as cursor:
-            staged = _profiles_stage(cursor, planner)
+            stage = _Stage()
+            staged = _profiles_stage(stage, planner)
+            stage.send(cursor)
             _before_write(cursor, planner, before_write, unlocked)
             created, updated = _profiles_apply(cursor, planner, staged, at=at)
             ids = _profile_ids(planner, landed) if report_profiles else {}
@@ -1021,6 +1046,66 @@ def _profiles_lock(cursor, planner: _Planner) -> None:
         raise BulkConflict
 
 
+def _event_names_read(
+    names: Sequence[str | None],
+) -> tuple[dict[str | None, list[tuple[str, str]]], set[str], int]:
+    """What a batch's event names need, in one round trip: their enabled mapping rules
+    (in the order they were made), the names never seen before, and how many names are
+    registered (the cap, MAX_EVENT_NAMES, counts them)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT m.id, m.event_name, m.event_property, m.profile_property"
+            " FROM profiles_eventpropertymapping m WHERE m.enabled AND m.event_name = ANY(%s)"
+            " UNION ALL"
+            " SELECT NULL, w.name, NULL, (SELECT count(*) FROM profiles_eventname)::text"
+            " FROM unnest(%s::text[]) AS w(name)"
+            " WHERE NOT EXISTS (SELECT 1 FROM profiles_eventname n WHERE n.name = w.name)",
+            [list(names), list(names)],
+        )
+        found = cursor.fetchall()
+    rules: dict[str | None, list[tuple[str, str]]] = {}
+    for _id, event_name, event_property, profile_property in sorted(
+        (row for row in found if row[0] is not None), key=lambda row: row[0]
+    ):
+        rules.setdefault(event_name, []).append((event_property, profile_property))
+    unregistered = {row[1] for row in found if row[0] is None}
+    registered = next((int(row[3]) for row in found if row[0] is None), 0)
+    return rules, unregistered, registered
+
+
+def _within_event_names_cap(
+    planner: _Planner,
+    valid: list[tuple[BulkEventRow, dict[str, Any]]],
+    name: str | None,
+    unregistered: set[str],
+    registered: int,
+) -> list[tuple[BulkEventRow, dict[str, Any]]]:
+    """The rows whose event name is known or still fits under MAX_EVENT_NAMES (new names
+    are let in in alphabetical order); the others are refused, each on its own."""
+    new_names = sorted({row.name or name for row, _ in valid} & unregistered)
+    over = set(new_names[max(0, MAX_EVENT_NAMES - registered) :])
+    if not over:
+        return valid
+    error = RecordError(
+        ErrorCode.MISC, f"At most {MAX_EVENT_NAMES} different event names may exist."
+    )
+    for row, _ in valid:
+        if (row.name or name) in over:
+            planner.reject(row.ref, "", error)
+    return [(row, stored) for row, stored in valid if (row.name or name) not in over]
+
+
+def _event_names_register(cursor, names: set[str]) -> None:
+    """Remember the event names the batch stored first (for pickers and the cap)."""
+    if names:
+        cursor.execute(
+            "INSERT INTO profiles_eventname (name, first_seen)"
+            " SELECT n, now() FROM unnest(%s::text[]) AS w(n) ORDER BY n"
+            " ON CONFLICT (name) DO NOTHING",
+            [sorted(names)],
+        )
+
+
 def _event_culprit(name: str, properties: dict[str, Any]) -> str:
     for key, value in properties.items():
         try:
@@ -1056,13 +1141,7 @@ def events_bulk_insert(
     for each in event_names:
         # A bad event name refuses the whole batch; only the system may use reserved ones.
         event_validate(each, {}, system=actor.source == Source.SYSTEM)
-    rules: dict[str, list[tuple[str, str]]] = {}
-    for event_name, event_property, profile_property in (
-        EventPropertyMapping.objects.filter(event_name__in=event_names, enabled=True)
-        .order_by("pk")
-        .values_list("event_name", "event_property", "profile_property")
-    ):
-        rules.setdefault(event_name, []).append((event_property, profile_property))
+    rules, unregistered, registered = _event_names_read(event_names)
 
     def attempt(first: bool) -> BulkResult:
         unlocked = before_write is not None and first  # a re-plan reads locked
@@ -1078,6 +1157,7 @@ def events_bulk_insert(
                 planner.reject(row.ref, _event_culprit(row_name, row.properties), error)
                 continue
             valid.append((row, stored))
+        valid = _within_event_names_cap(planner, valid, name, unregistered, registered)
         stored_of = {id(row): stored for row, stored in valid}
         landed: dict[int, _State] = {}
         named = _named(planner, [row for row, _ in valid])
@@ -1114,9 +1194,9 @@ def events_bulk_insert(
             events.append((state, row, stored, object_id))
             landed[row.ref] = state
         with connection.cursor() as cursor:
-            staged = _profiles_stage(cursor, planner)
-            _copy(
-                cursor.cursor,
+            stage = _Stage()
+            staged = _profiles_stage(stage, planner)
+            stage.add(
                 "bulk_event_stage",
                 ["token", "ts", "properties", "client_event_id", "object_id", "name"],
                 (
@@ -1125,13 +1205,18 @@ def events_bulk_insert(
                     for state, row, stored, object_id in events
                 ),
             )  # fmt: skip
+            stage.send(cursor)
             _before_write(cursor, planner, before_write, unlocked)
-            for each in sorted({row.name or name for _, row, _, _ in events}):
-                event_name_register(each)
+            first_seen = {row.name or name for _, row, _, _ in events} & unregistered
+            _event_names_register(cursor, first_seen)
             created, updated = _profiles_apply(cursor, planner, staged, at=at)
             stored_count = 0
             if events:
-                if not full and not unlocked:  # (unlocked: locked in _before_write)
+                # Locked in id order before the statement below adds to their counts (unlocked:
+                # in _before_write). One profile alone is locked by that statement: if it was
+                # deleted meanwhile, the event's foreign key fails (a lost race, retried).
+                known = sum(1 for state in planner.states if not state.is_new)
+                if not full and not unlocked and known > 1:
                     _profiles_lock(cursor, planner)
                 cursor.execute(
                     "WITH stored AS ("

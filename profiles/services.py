@@ -16,11 +16,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -38,7 +38,6 @@ from profiles.properties import (
     IDENTIFIER_KEYS,
     IDENTITY_MISSING_MESSAGE,
     MAX_CHARGED_ITEMS,
-    MAX_EVENT_NAMES,
     MAX_EVENT_PROPERTIES,
     RESERVED_EVENT_NAMES,
     ErrorCode,
@@ -70,6 +69,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+ModelT = TypeVar("ModelT", bound=models.Model)
 
 TEST_MARKED_EVENT = "Marked as test profile"
 TEST_UNMARKED_EVENT = "Unmarked as test profile"
@@ -238,35 +238,12 @@ def event_validate(name: object, properties: object, *, system: bool = False) ->
     return stored
 
 
-def event_name_register(name: str) -> None:
-    """Remember the name (for pickers); refuse a new name past the per-account cap."""
-    with connection.cursor() as cursor:
-        # Counted only for a name not known yet (nearly every call names a known one).
-        cursor.execute(
-            "SELECT CASE WHEN EXISTS (SELECT 1 FROM profiles_eventname WHERE name = %s)"
-            " THEN NULL ELSE (SELECT count(*) FROM profiles_eventname) END",
-            [name],
-        )
-        total = cursor.fetchone()[0]
-        if total is None:
-            return
-        if total >= MAX_EVENT_NAMES:
-            raise RecordError(
-                ErrorCode.MISC, f"At most {MAX_EVENT_NAMES} different event names may exist."
-            )
-        cursor.execute(
-            "INSERT INTO profiles_eventname (name, first_seen) VALUES (%s, now())"
-            " ON CONFLICT (name) DO NOTHING",
-            [name],
-        )
-
-
 # --- one record: a batch of one through profiles.bulk ------------------------------
 
 
-def _one(row: Any, *, actor: Actor, at: dt.datetime | None = None) -> tuple[Profile, Any]:
-    """Store one bulk row (atomically): its profile and the batch's result.
-    RecordError when it is refused."""
+def _one(row: Any, *, actor: Actor, at: dt.datetime | None = None) -> tuple[Profile, Event | None]:
+    """Store one bulk row (atomically): its profile and, for an event row, the event
+    stored (None: a repeated client event id). RecordError when it is refused."""
     from profiles import bulk  # bulk builds on the rules above
 
     # Each bulk call is its own savepoint (and retries itself): no second one here.
@@ -276,7 +253,38 @@ def _one(row: Any, *, actor: Actor, at: dt.datetime | None = None) -> tuple[Prof
         result = bulk.events_bulk_insert([row], actor=actor, report_profiles=True)
     if result.rejected:
         raise RecordError(result.rejected[0].code, result.rejected[0].message)
-    return Profile.objects.get(pk=result.profile_ids[row.ref]), result
+    # Both rows in one round trip, without the ORM's query compilation: for one record,
+    # each costs about as much as a statement of its write.
+    queries = ["SELECT * FROM profiles_profile WHERE id = %s"]
+    params: list[Any] = [result.profile_ids[row.ref]]
+    if result.events_stored:
+        queries.append(
+            "SELECT * FROM profiles_event WHERE profile_id = %s AND name = %s AND ts = %s"
+            " ORDER BY id DESC LIMIT 1"
+        )
+        params += [result.profile_ids[row.ref], row.name, row.ts]
+    with connection.cursor() as cursor:
+        cursor.execute("; ".join(queries), params)
+        profile = _instance(Profile, cursor)
+        event = _instance(Event, cursor) if cursor.nextset() else None
+    assert profile is not None
+    return profile, event
+
+
+def _instance(model: type[ModelT], cursor: Any) -> ModelT | None:
+    """The model instance of the current result's first row (`SELECT *` of its table)."""
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    by_column = dict(zip((column.name for column in cursor.description), row, strict=True))
+    fields = model._meta.concrete_fields
+    values = []
+    for field in fields:  # from_db wants them in the model's order, not the table's
+        value = by_column[field.column]
+        if value is not None and hasattr(field, "from_db_value"):
+            value = field.from_db_value(value, None, connection)
+        values.append(value)
+    return model.from_db(connection.alias, [field.attname for field in fields], values)
 
 
 def _row_names(
@@ -373,11 +381,7 @@ def event_push(
                        **_named_by(wanted, device_id))  # fmt: skip
     if system:  # only the system records reserved events such as "Notification Sent"
         actor = Actor(Source.SYSTEM, actor.user, actor.label)
-    profile, result = _one(row, actor=actor)
-    event = None
-    if result.events_stored:
-        event = profile.events.filter(name=name, ts=ts).order_by("-pk").first()
-    return profile, event
+    return _one(row, actor=actor)
 
 
 # --- devices ---------------------------------------------------------------------------

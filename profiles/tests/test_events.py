@@ -156,3 +156,26 @@ def test_event_properties_are_stored_with_dates_converted_and_items_kept():
         "When": "2023-11-14T22:13:20Z",
         "Items": [{"sku": "a", "Price": 1.5}, {"sku": "b"}],
     }
+
+
+def test_past_the_cap_on_event_names_only_the_events_of_a_new_name_are_refused():
+    EventName.objects.bulk_create(EventName(name=f"Known {n}") for n in range(511))
+    records = [
+        {"type": "event", "identity": "cap-1", "evtName": "Known 7", "evtData": {}},
+        {"type": "event", "identity": "cap-1", "evtName": "Second New", "evtData": {}},
+        {"type": "event", "identity": "cap-2", "evtName": "First New", "evtData": {}},
+        {"type": "event", "identity": "cap-3", "evtName": "Second New", "evtData": {}},
+    ]
+    result = ingest_records(records, actor=SDK)
+
+    # The 512th name fits; the next new one refuses its records, each with the reason.
+    assert {number: (error.code, error.message) for number, error in result.refusals.items()} == {
+        2: (555, "At most 512 different event names may exist."),
+        4: (555, "At most 512 different event names may exist."),
+    }
+    assert sorted(Event.objects.values_list("profile__identifiers__value", "name")) == [
+        ("cap-1", "Known 7"),
+        ("cap-2", "First New"),
+    ]
+    assert EventName.objects.count() == 512
+    assert not EventName.objects.filter(name="Second New").exists()
