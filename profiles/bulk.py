@@ -300,18 +300,16 @@ class _Planner:
                     by_id[profile_id] = state
             elif wanted:
                 columns = ", ".join(DEFAULT_FIELDS)
-                # With their identifiers, as [[kind, value], …] (one round trip, not two).
+                # With their identifiers, in the same round trip.
                 cursor.execute(
-                    f"SELECT id, ct_id, xmin::text, linked_to_id IS NOT NULL, custom, {columns},"
-                    " (SELECT json_agg(json_build_array(i.kind, i.value))"
-                    "  FROM profiles_identifier i WHERE i.profile_id = p.id)"
-                    " FROM profiles_profile p"
-                    " WHERE id = ANY(%s) ORDER BY id" + (" FOR NO KEY UPDATE OF p" if lock else ""),
-                    [wanted],
-                )
+                    f"SELECT id, ct_id, xmin::text, linked_to_id IS NOT NULL, custom, {columns}"
+                    " FROM profiles_profile"
+                    " WHERE id = ANY(%s) ORDER BY id" + (" FOR NO KEY UPDATE" if lock else "")
+                    + "; SELECT profile_id, kind, value FROM profiles_identifier"
+                    " WHERE profile_id = ANY(%s)",
+                    [wanted, wanted],
+                )  # fmt: skip
                 for row in cursor.fetchall():
-                    pairs = json.loads(row[-1]) if isinstance(row[-1], str) else row[-1]
-                    identifiers = {(kind, value) for kind, value in pairs or ()}
                     state = _State(
                         token=len(self.states),
                         profile_id=row[0],
@@ -319,12 +317,17 @@ class _Planner:
                         version=None if lock else row[2],
                         linked=row[3],
                         custom=_loads(row[4]),
-                        fields=dict(zip(DEFAULT_FIELDS, row[5:-1], strict=True)),
-                        identifiers=identifiers,
-                        original_identifiers=frozenset(identifiers),
+                        fields=dict(zip(DEFAULT_FIELDS, row[5:], strict=True)),
+                        identifiers=set(),
+                        original_identifiers=frozenset(),
                     )
                     self.states.append(state)
                     by_id[state.profile_id] = state
+                cursor.nextset()
+                for profile_id, kind, value in cursor.fetchall():
+                    by_id[profile_id].identifiers.add((kind, value))
+                for state in by_id.values():
+                    state.original_identifiers = frozenset(state.identifiers)
             # Identifiers the data would add: who holds them, unless known already
             # (a row naming the identifiers its person holds, e.g. a re-imported email).
             known = set(holders)
