@@ -649,14 +649,13 @@ class _Stage:
     """The rows a batch puts in this connection's staging tables, sent at once (`send`)."""
 
     def __init__(self) -> None:
-        self.tables: list[tuple[str, list[str], list[list[Any]]]] = []
+        self.tables: list[tuple[str, list[str], Iterable[list[Any]], int]] = []
 
-    def add(self, table: str, columns: list[str], rows: Iterable[list[Any]]) -> int:
-        """Rows for `table`, to be sent; their number."""
-        listed = list(rows)
-        if listed:
-            self.tables.append((table, columns, listed))
-        return len(listed)
+    def add(self, table: str, columns: list[str], rows: Iterable[list[Any]], count: int) -> None:
+        """`count` rows for `table`, to be sent. `rows` may be a generator: COPY streams
+        it, so a chunk of an import never holds its staging rows twice."""
+        if count:
+            self.tables.append((table, columns, rows, count))
 
     def send(self, cursor) -> None:
         """Empty this connection's staging tables (created if need be) and fill them."""
@@ -668,19 +667,18 @@ class _Stage:
             transaction.on_commit(
                 lambda: _connections_with_stage_tables.add(session), using=cursor.db.alias
             )
-        if sum(len(rows) for _, _, rows in self.tables) > FEW_STAGE_ROWS:
+        if sum(count for _, _, _, count in self.tables) > FEW_STAGE_ROWS:
             cursor.execute(statements[0])
-            for table, columns, rows in self.tables:
+            for table, columns, rows, _count in self.tables:
                 with cursor.cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
                     for row in rows:
                         copy.write_row(row)
             return
         params: list[Any] = []
-        for table, columns, rows in self.tables:
+        for table, columns, rows, count in self.tables:
             values = "(" + ", ".join(["%s"] * len(columns)) + ")"
             statements.append(
-                f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-                + ", ".join([values] * len(rows))
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([values] * count)
             )
             params.extend(value for row in rows for value in row)
         cursor.execute("; ".join(statements), params)
@@ -754,6 +752,7 @@ def _profiles_stage(stage: _Stage, planner: _Planner) -> _Staged:
              *(state.fields[name] for name in field_columns)]
             for state in staged
         ),
+        len(staged),
     )  # fmt: skip
     rows = []
     for state in touched:
@@ -763,14 +762,15 @@ def _profiles_stage(stage: _Stage, planner: _Planner) -> _Staged:
                     for kind, value in state.original_identifiers - state.identifiers)  # fmt: skip
     adding = sum(1 for row in rows if row[3])
     if rows:
-        stage.add("bulk_identifier_stage", ["token", "kind", "value", "adding"], rows)
+        stage.add("bulk_identifier_stage", ["token", "kind", "value", "adding"], rows, len(rows))
     new_devices, moved_devices = planner.device_rows()
     devices = [[*row, False] for row in new_devices] + [[*row, True] for row in moved_devices]
     if devices:
-        stage.add("bulk_device_stage", ["token", "object_id", "moving"], devices)
+        stage.add("bulk_device_stage", ["token", "object_id", "moving"], devices, len(devices))
     # One staging row per profile (its changes as a JSON array); SQL expands them.
     changes = ([state.token, _json(_audit(state))] for state in touched if state.changes)
-    changed = stage.add("bulk_change_stage", ["token", "changes"], changes)
+    changed = sum(1 for state in touched if state.changes)
+    stage.add("bulk_change_stage", ["token", "changes"], changes, changed)
     return _Staged(profiles=len(staged), new_profiles=sum(1 for state in staged if state.is_new),
                    profiles_changed=sum(1 for state in touched if not state.is_new),
                    identifiers_added=adding,
@@ -1207,6 +1207,7 @@ def events_bulk_insert(
                      row.name or name]
                     for state, row, stored, object_id in events
                 ),
+                len(events),
             )  # fmt: skip
             stage.send(cursor)
             _before_write(cursor, planner, before_write, unlocked)
