@@ -17,9 +17,8 @@ it every channel's records; a single record is a batch of one).
 - A property's type is fixed on first sight (PropertyDefinition); a value of
   another type refuses the row.
 - Writes are set-based: COPY (a few rows: one multi-row INSERT) into temporary
-  staging tables, then one
-  `INSERT … ON CONFLICT` / `UPDATE … FROM` per target table. Nothing loops
-  over `save()`.
+  staging tables, then one `INSERT … ON CONFLICT` / `UPDATE … FROM` per target
+  table. Nothing loops over `save()`.
 - Concurrency: existing profiles of the batch are locked (`FOR UPDATE`, in id
   order). A concurrent writer that took an identifier, a device or a property
   type first shows up as a conflict on insert; the batch is then rolled back
@@ -283,7 +282,7 @@ class _Planner:
             by_id: dict[int, _State] = {}
             if wanted and not full:
                 found = [(profile_id, "") for profile_id in wanted]
-                if lock:  # (else `_profiles_lock` locks them later, checking they still exist)
+                if lock:  # (else locked later, when they are written: see events_bulk_insert)
                     cursor.execute(
                         "SELECT id, ct_id FROM profiles_profile WHERE id = ANY(%s)"
                         " ORDER BY id FOR NO KEY UPDATE",
