@@ -1051,27 +1051,26 @@ def _profiles_lock(cursor, planner: _Planner) -> None:
 def _event_names_read(
     names: Sequence[str | None],
 ) -> tuple[dict[str | None, list[tuple[str, str]]], set[str], int]:
-    """What a batch's event names need, in one round trip: their enabled mapping rules
-    (in the order they were made), the names never seen before, and how many names are
-    registered (the cap, MAX_EVENT_NAMES, counts them)."""
+    """What a batch's event names need, two statements in one round trip: their enabled
+    mapping rules (in the order they were made), then the names never seen before, each
+    with how many names are registered (the cap, MAX_EVENT_NAMES, counts them)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT m.id, m.event_name, m.event_property, m.profile_property"
-            " FROM profiles_eventpropertymapping m WHERE m.enabled AND m.event_name = ANY(%s)"
-            " UNION ALL"
-            " SELECT NULL, w.name, NULL, (SELECT count(*) FROM profiles_eventname)::text"
+            "SELECT event_name, event_property, profile_property"
+            " FROM profiles_eventpropertymapping WHERE enabled AND event_name = ANY(%s)"
+            " ORDER BY id;"
+            " SELECT w.name, (SELECT count(*) FROM profiles_eventname)"
             " FROM unnest(%s::text[]) AS w(name)"
             " WHERE NOT EXISTS (SELECT 1 FROM profiles_eventname n WHERE n.name = w.name)",
             [list(names), list(names)],
         )
-        found = cursor.fetchall()
-    rules: dict[str | None, list[tuple[str, str]]] = {}
-    for _id, event_name, event_property, profile_property in sorted(
-        (row for row in found if row[0] is not None), key=lambda row: row[0]
-    ):
-        rules.setdefault(event_name, []).append((event_property, profile_property))
-    unregistered = {row[1] for row in found if row[0] is None}
-    registered = next((int(row[3]) for row in found if row[0] is None), 0)
+        rules: dict[str | None, list[tuple[str, str]]] = {}
+        for event_name, event_property, profile_property in cursor.fetchall():
+            rules.setdefault(event_name, []).append((event_property, profile_property))
+        cursor.nextset()
+        unknown = cursor.fetchall()
+    unregistered = {name for name, _count in unknown}
+    registered = unknown[0][1] if unknown else 0
     return rules, unregistered, registered
 
 
