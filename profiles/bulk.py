@@ -1245,10 +1245,14 @@ def events_bulk_insert(
                     "  last_platform = CASE WHEN x.platform IS NOT NULL AND (p.last_seen IS NULL"
                     "   OR p.last_seen <= x.platform_ts) THEN x.platform ELSE p.last_platform END"
                     " FROM (SELECT e.profile_id, count(*) AS n, min(e.ts) AS first,"
-                    "  max(e.ts) AS last, max(e.ts) FILTER (WHERE d.platform <> '') AS platform_ts,"
-                    "  (array_agg(d.platform ORDER BY e.ts DESC)"
-                    "   FILTER (WHERE d.platform <> ''))[1] AS platform"
-                    "  FROM stored e LEFT JOIN profiles_device d ON d.id = e.device_id"
+                    "  max(e.ts) AS last, max(e.ts) FILTER (WHERE e.platform <> '') AS platform_ts,"
+                    "  (array_agg(e.platform ORDER BY e.ts DESC)"
+                    "   FILTER (WHERE e.platform <> ''))[1] AS platform"
+                    # A subquery again: a join, sized by the staging tables' pages (which the
+                    # rows earlier batches of a transaction deleted keep growing), hashed a
+                    # whole device table of 25,000 for one event (15 ms instead of 0.1).
+                    "  FROM (SELECT profile_id, ts, (SELECT d.platform FROM profiles_device d"
+                    "   WHERE d.id = stored.device_id) AS platform FROM stored) e"
                     "  GROUP BY e.profile_id) x WHERE p.id = x.profile_id"
                     " RETURNING x.n",
                     [actor.source, at],
