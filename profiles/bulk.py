@@ -1251,8 +1251,9 @@ def events_bulk_insert(
                     # A subquery again: a join, sized by the staging tables' pages (which the
                     # rows earlier batches of a transaction deleted keep growing), hashed a
                     # whole device table of 25,000 for one event (15 ms instead of 0.1).
+                    # OFFSET 0 keeps it one lookup a row: inlined, each use repeated it.
                     "  FROM (SELECT profile_id, ts, (SELECT d.platform FROM profiles_device d"
-                    "   WHERE d.id = stored.device_id) AS platform FROM stored) e"
+                    "   WHERE d.id = stored.device_id) AS platform FROM stored OFFSET 0) e"
                     "  GROUP BY e.profile_id) x WHERE p.id = x.profile_id"
                     " RETURNING x.n",
                     [actor.source, at],
