@@ -15,6 +15,8 @@ For each file:
 `BENCH_CSV_ROWS` overrides the row count (default 1,000,000; `--quick`: 20,000),
 `BENCH_CSV_DIE_ROWS` the django-import-export sample (10,000; 2,000), `BENCH_CSV_FILES`
 the files (`new,mix`).
+After the `new` file, the floor PostgreSQL sets for writing such people at all: the
+same rows written by SQL alone (_FLOOR_STATEMENTS), from one connection and from two.
 The new people it creates are deleted afterwards; existing people keep the custom
 properties it sets, with fresh values each run.
 """
@@ -30,7 +32,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from tests.bench import BenchContext, Figure
 
@@ -125,6 +130,99 @@ def _raw_copy_seconds(path: Path, width: int) -> float:
         seconds = time.perf_counter() - started
         cursor.execute("DROP TABLE bench_csv_raw")
     return seconds
+
+
+# What PostgreSQL alone takes to write the all-new file's people, with nothing to validate
+# or plan: per chunk the statements an import of new people cannot do without (look up
+# the three identifiers, insert the profiles, their identifiers and one "Profile created"
+# history row each, commit), on already-clean values, from one or several connections at
+# once. It is the floor for any import design that keeps today's tables and constraints.
+_FLOOR_CHUNK = 5_000
+_FLOOR_STATEMENTS = [
+    "SELECT value, profile_id FROM profiles_identifier WHERE kind = 'identity'"
+    " AND value = ANY(ARRAY(SELECT identity FROM bench_floor_stage))",
+    "SELECT value, profile_id FROM profiles_identifier WHERE kind = 'email'"
+    " AND value = ANY(ARRAY(SELECT email FROM bench_floor_stage))",
+    "SELECT value, profile_id FROM profiles_identifier WHERE kind = 'phone'"
+    " AND value = ANY(ARRAY(SELECT phone FROM bench_floor_stage))",
+    "WITH created AS ("
+    " INSERT INTO profiles_profile (ct_id, identified, custom, name, email, phone, gender,"
+    "  language, tz, photo, education, event_count, last_platform, last_device,"
+    "  last_location, created_at, updated_at)"
+    " SELECT ct_id, TRUE, custom, name, email, phone, gender, '', '', '', '', 0, '', '', '',"
+    "  now(), now() FROM bench_floor_stage RETURNING id, ct_id)"
+    " UPDATE bench_floor_stage s SET profile_id = created.id FROM created"
+    " WHERE s.ct_id = created.ct_id",
+    "INSERT INTO profiles_identifier (profile_id, kind, value, created_at)"
+    " SELECT s.profile_id, x.kind, x.value, now() FROM bench_floor_stage s,"
+    " LATERAL (VALUES ('identity', s.identity), ('email', s.email), ('phone', s.phone))"
+    " AS x(kind, value) ON CONFLICT (kind, value) DO NOTHING",
+    "INSERT INTO profiles_propertychange (profile_id, property, old_value, new_value,"
+    " source, actor_label, changed_at)"
+    " SELECT profile_id, 'Profile created', NULL, custom, 'csv', 'bench', now()"
+    " FROM bench_floor_stage",
+]
+
+
+def _floor_rows(tag: str, start: int, stop: int) -> Iterator[tuple[Any, ...]]:
+    rng = random.Random(f"{tag}-{start}")
+    for n in range(start, stop):
+        custom = {"City": f"City {rng.randrange(500)}", "Plan": rng.choice(["free", "pro"]),
+                  "Score": round(rng.random() * 100, 2), "Active": rng.random() < 0.5,
+                  "Signup": 1_600_000_000 + n}  # fmt: skip
+        yield (f"__floor-{tag}-{n}", f"floor-{tag}-{n}", f"Floor Person {n}",
+               f"floor-{tag}-{n}@example.com", f"+4475{n % 100_000_000:08d}",
+               rng.choice("MF"), json.dumps(custom))  # fmt: skip
+
+
+def _floor_writer(tag: str, chunks: list[tuple[int, int]]) -> None:
+    import psycopg
+    from django.db import connection
+
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as conn:
+        conn.execute(
+            "CREATE TEMP TABLE bench_floor_stage (ct_id text, identity text, name text,"
+            " email text, phone text, gender text, custom jsonb, profile_id bigint)"
+            " ON COMMIT DELETE ROWS"
+        )
+        for start, stop in chunks:
+            with conn.transaction(), conn.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")  # as the import does
+                with cursor.copy(
+                    "COPY bench_floor_stage (ct_id, identity, name, email, phone, gender,"
+                    " custom) FROM STDIN"
+                ) as copy:
+                    for row in _floor_rows(tag, start, stop):
+                        copy.write_row(row)
+                for statement in _FLOOR_STATEMENTS:
+                    cursor.execute(statement)
+
+
+def _sql_floor_rows_per_second(rows: int, connections: int, tag: str) -> float:
+    """Rows/s of the floor above over `rows` new people, `connections` writing at once
+    (each its own share of the chunks, in threads: the client's work is small)."""
+    from django.db import connection
+
+    chunks = [(start, min(start + _FLOOR_CHUNK, rows)) for start in range(0, rows, _FLOOR_CHUNK)]
+    with ThreadPoolExecutor(connections) as pool:
+        started = time.perf_counter()
+        for done in [pool.submit(_floor_writer, tag, chunks[n::connections])
+                     for n in range(connections)]:  # fmt: skip
+            done.result()
+        seconds = time.perf_counter() - started
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMP TABLE bench_floor_ids AS SELECT id FROM profiles_profile"
+            " WHERE ct_id LIKE %s",
+            [f"__floor-{tag}-%"],
+        )
+        for table in ("profiles_propertychange", "profiles_identifier"):
+            cursor.execute(
+                f"DELETE FROM {table} WHERE profile_id IN (SELECT id FROM bench_floor_ids)"
+            )
+        cursor.execute("DELETE FROM profiles_profile WHERE id IN (SELECT id FROM bench_floor_ids)")
+        cursor.execute("DROP TABLE bench_floor_ids")
+    return rows / seconds
 
 
 def _die_rows_per_second(path: Path, sample: int) -> float:
@@ -355,7 +453,25 @@ def run(ctx: BenchContext) -> list[Figure]:
                 PART, f"{key}: our import ÷ django-import-export", rate / die_rate, "times", "≥ 10"
             ),
         ]
+        if key == "new":
+            figures += _floor_figures(min(rows, FLOOR_MAX_ROWS), tag)
     return figures
+
+
+FLOOR_MAX_ROWS = 200_000  # enough for a steady rate; a million would add minutes
+
+
+def _floor_figures(rows: int, tag: str) -> list[Figure]:
+    one = _sql_floor_rows_per_second(rows, 1, f"{tag}a")
+    both = _sql_floor_rows_per_second(rows, 2, f"{tag}b")
+    label = f"new: SQL alone writing {rows:,} such people"
+    return [
+        Figure(PART, f"{label}, one connection", one, "rows/s"),
+        Figure(PART, f"{label}, two connections", both, "rows/s"),
+        Figure(
+            PART, "new: the 20,000 rows/s target ÷ that floor on both cores", 20_000 / both, "times"
+        ),
+    ]
 
 
 if __name__ == "__main__":
