@@ -55,6 +55,9 @@ if not os.environ.get("DATABASE_URL"):
     )
 DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60)}
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Django's cursors bind client-side and are never prepared: this only lets the statements
+# that profiles.services.execute_prepared runs be prepared (Django turns it off for all).
+DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 INSTALLED_APPS = [

@@ -73,6 +73,7 @@ from profiles.services import (
     SINGLE_VALUED_KINDS,
     Actor,
     event_validate,
+    execute_prepared,
     identifying_kinds,
     login_decision,
     sqlstate_of,
@@ -266,14 +267,15 @@ class _Planner:
             if object_ids:
                 # The one lock order: devices, then profiles (by primary key).
                 locked = lock_devices or (logins and lock)
-                cursor.execute(
+                _count, devices = execute_prepared(
+                    cursor,
                     "SELECT object_id, profile_id FROM profiles_device WHERE object_id = ANY(%s)"
                     + (" ORDER BY id FOR NO KEY UPDATE" if locked else ""),
                     [object_ids],
                 )
                 device_profiles = {
                     object_id: profile_id
-                    for object_id, profile_id in cursor.fetchall()
+                    for object_id, profile_id in devices
                     if profile_id is not None
                 }
             wanted = sorted(
@@ -360,12 +362,13 @@ class _Planner:
                 )
                 holders.update({(kind, value): pid for value, pid in cursor.fetchall()})
                 continue
-            cursor.execute(
+            _count, held = execute_prepared(
+                cursor,
                 "SELECT value, profile_id FROM profiles_identifier"
                 " WHERE kind = %s AND value = ANY(%s)",
                 [kind, by_kind[kind]],
             )
-            holders.update({(kind, value): pid for value, pid in cursor.fetchall()})
+            holders.update({(kind, value): pid for value, pid in held})
 
     # Rows ------------------------------------------------------------------------
 
@@ -790,15 +793,16 @@ def _profiles_apply(
     updated = 0
     if staged.profiles_changed:
         assignments = ", ".join(f"{name} = s.{name}" for name in field_columns)
-        cursor.execute(
+        updated, _rows = execute_prepared(
+            cursor,
             f"UPDATE profiles_profile p SET {assignments}, custom = s.custom, updated_at = %s"
             " FROM bulk_profile_stage s WHERE s.touched AND NOT s.is_new AND p.id = s.profile_id",
             [at],
         )
-        updated = cursor.rowcount
     if staged.new_profiles:
         columns = ", ".join(field_columns)
-        cursor.execute(
+        _count, created_rows = execute_prepared(
+            cursor,
             "WITH created AS ("
             f" INSERT INTO profiles_profile (ct_id, identified, custom, {columns}, event_count,"
             "  last_platform, last_device, last_location, created_at, updated_at)"
@@ -808,7 +812,7 @@ def _profiles_apply(
             " WHERE s.ct_id = created.ct_id RETURNING s.token, s.profile_id",
             [at, at],
         )
-        planner.created_ids = dict(cursor.fetchall())
+        planner.created_ids = dict(created_rows)
     created = len(planner.created_ids)
     # Identifiers: drop the replaced ones, then add; a conflict means another
     # transaction took one after we looked.
@@ -819,17 +823,19 @@ def _profiles_apply(
             " AND i.kind = x.kind AND i.value = x.value"
         )
     if staged.identifiers_added:
-        cursor.execute(
+        added, _rows = execute_prepared(
+            cursor,
             "INSERT INTO profiles_identifier (profile_id, kind, value, created_at)"
             " SELECT s.profile_id, x.kind, x.value, %s FROM bulk_identifier_stage x"
             " JOIN bulk_profile_stage s ON s.token = x.token WHERE x.adding"
             " ON CONFLICT (kind, value) DO NOTHING",
             [at],
         )
-        if cursor.rowcount != staged.identifiers_added:
+        if added != staged.identifiers_added:
             raise BulkConflict
     if staged.devices:
-        cursor.execute(
+        devices, _rows = execute_prepared(
+            cursor,
             "INSERT INTO profiles_device (object_id, profile_id, platform, make, model,"
             " push_token, first_seen) SELECT d.object_id, s.profile_id, '', '', '', '', %s"
             " FROM bulk_device_stage d JOIN bulk_profile_stage s ON s.token = d.token"
@@ -838,7 +844,7 @@ def _profiles_apply(
             " WHERE profiles_device.profile_id IS NULL",
             [at],
         )
-        if cursor.rowcount != staged.devices:
+        if devices != staged.devices:
             raise BulkConflict
     if staged.devices_moved:  # logins on devices the batch locked
         cursor.execute(
@@ -854,7 +860,8 @@ def _profiles_apply(
     _property_types_write(cursor, planner)
     if staged.changes:
         actor = planner.actor
-        cursor.execute(
+        execute_prepared(
+            cursor,
             "INSERT INTO profiles_propertychange (profile_id, property, old_value, new_value,"
             " source, actor_id, actor_label, changed_at)"
             " SELECT s.profile_id, c.change->>0, NULLIF(c.change->1, 'null'::jsonb),"
@@ -1035,12 +1042,13 @@ def _profiles_lock(cursor, planner: _Planner) -> None:
     loaded = {state.profile_id: state.version for state in planner.states if not state.is_new}
     if not loaded:
         return
-    cursor.execute(
+    _count, versions = execute_prepared(
+        cursor,
         "SELECT id, xmin::text FROM profiles_profile WHERE id = ANY(%s)"
         " ORDER BY id FOR NO KEY UPDATE",
         [sorted(loaded)],
     )
-    current = dict(cursor.fetchall())
+    current = dict(versions)
     if len(current) != len(loaded) or any(
         version is not None and current[profile_id] != version
         for profile_id, version in loaded.items()
@@ -1051,26 +1059,31 @@ def _profiles_lock(cursor, planner: _Planner) -> None:
 def _event_names_read(
     names: Sequence[str | None],
 ) -> tuple[dict[str | None, list[tuple[str, str]]], set[str], int]:
-    """What a batch's event names need, two statements in one round trip: their enabled
-    mapping rules (in the order they were made), then the names never seen before, each
-    with how many names are registered (the cap, MAX_EVENT_NAMES, counts them)."""
+    """What a batch's event names need, in one prepared statement: their enabled mapping
+    rules (in the order they were made), then the names never seen before, each with how
+    many names are registered (the cap, MAX_EVENT_NAMES, counts them)."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT event_name, event_property, profile_property"
-            " FROM profiles_eventpropertymapping WHERE enabled AND event_name = ANY(%s)"
-            " ORDER BY id;"
-            " SELECT w.name, (SELECT count(*) FROM profiles_eventname)"
-            " FROM unnest(%s::text[]) AS w(name)"
-            " WHERE NOT EXISTS (SELECT 1 FROM profiles_eventname n WHERE n.name = w.name)",
+        _count, rows = execute_prepared(
+            cursor,
+            "SELECT * FROM (SELECT 0 AS part, id, event_name, event_property, profile_property,"
+            "  0::bigint AS registered"
+            "  FROM profiles_eventpropertymapping WHERE enabled AND event_name = ANY(%s)"
+            " UNION ALL"
+            " SELECT 1, 0, w.name, NULL, NULL, (SELECT count(*) FROM profiles_eventname)"
+            "  FROM unnest(%s::text[]) AS w(name)"
+            "  WHERE NOT EXISTS (SELECT 1 FROM profiles_eventname n WHERE n.name = w.name)) r"
+            " ORDER BY part, id",
             [list(names), list(names)],
         )
-        rules: dict[str | None, list[tuple[str, str]]] = {}
-        for event_name, event_property, profile_property in cursor.fetchall():
+    rules: dict[str | None, list[tuple[str, str]]] = {}
+    unregistered: set[str] = set()
+    registered = 0
+    for part, _id, event_name, event_property, profile_property, count in rows:
+        if part == 0:
             rules.setdefault(event_name, []).append((event_property, profile_property))
-        cursor.nextset()
-        unknown = cursor.fetchall()
-    unregistered = {name for name, _count in unknown}
-    registered = unknown[0][1] if unknown else 0
+        else:
+            unregistered.add(event_name)
+            registered = count
     return rules, unregistered, registered
 
 
@@ -1220,7 +1233,8 @@ def events_bulk_insert(
                 known = sum(1 for state in planner.states if not state.is_new)
                 if not full and not unlocked and known > 1:
                     _profiles_lock(cursor, planner)
-                cursor.execute(
+                _count, stored = execute_prepared(
+                    cursor,
                     "WITH stored AS ("
                     " INSERT INTO profiles_event (profile_id, device_id, name, ts, properties,"
                     "  source, client_event_id, received_at)"
@@ -1258,7 +1272,7 @@ def events_bulk_insert(
                     " RETURNING x.n",
                     [actor.source, at],
                 )
-                stored_count = sum(n for (n,) in cursor.fetchall())
+                stored_count = sum(n for (n,) in stored)
             ids = _profile_ids(planner, landed) if report_profiles else {}
         return BulkResult(profiles_created=created, profiles_updated=updated,
                           events_stored=stored_count, rejected=planner.rejected, profile_ids=ids,

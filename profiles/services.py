@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import psycopg
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, models, transaction
@@ -94,6 +96,20 @@ class Actor:
 
 def sqlstate_of(error: BaseException) -> str | None:
     return getattr(error.__cause__, "sqlstate", None) or getattr(error, "sqlstate", None)
+
+
+def execute_prepared(cursor, sql: str, params: Sequence[Any] = ()) -> tuple[int, list[Any]]:
+    """Run one statement of fixed text as a prepared statement of this session (parsed
+    and planned once, then only executed); returns its row count and rows.
+
+    Django's cursors bind parameters client-side and never prepare. For a batch of one,
+    parsing and planning the statements that write it cost about as much as the writing
+    (the one storing events: 0.9 of its 1.5 ms). Errors come out as Django's, as from
+    its cursors, so lost races are retried the same way. (A connection pooler between
+    here and PostgreSQL must keep prepared statements: PgBouncer 1.21+ does.)"""
+    with cursor.db.wrap_database_errors, psycopg.Cursor(cursor.db.connection) as prepared:
+        prepared.execute(sql, params, prepare=True)
+        return prepared.rowcount, prepared.fetchall() if prepared.description else []
 
 
 # --- identifiers -----------------------------------------------------------------
@@ -253,34 +269,52 @@ def _one(row: Any, *, actor: Actor, at: dt.datetime | None = None) -> tuple[Prof
         result = bulk.events_bulk_insert([row], actor=actor, report_profiles=True)
     if result.rejected:
         raise RecordError(result.rejected[0].code, result.rejected[0].message)
-    # Both rows in one round trip, without the ORM's query compilation: for one record,
-    # each costs about as much as a statement of its write.
-    queries = ["SELECT * FROM profiles_profile WHERE id = %s"]
-    params: list[Any] = [result.profile_ids[row.ref]]
-    if result.events_stored:
-        queries.append(
-            "SELECT * FROM profiles_event WHERE profile_id = %s AND name = %s AND ts = %s"
-            " ORDER BY id DESC LIMIT 1"
-        )
-        params += [result.profile_ids[row.ref], row.name, row.ts]
+    # Both rows in one prepared statement, without the ORM's query compilation: for one
+    # record, each costs about as much as a statement of its write.
+    profile_id = result.profile_ids[row.ref]
     with connection.cursor() as cursor:
-        cursor.execute("; ".join(queries), params)
-        profile = _instance(Profile, cursor)
-        event = _instance(Event, cursor) if cursor.nextset() else None
+        if result.events_stored:
+            _count, rows = execute_prepared(
+                cursor, _PROFILE_AND_EVENT_READ, [row.name, row.ts, profile_id]
+            )
+            values = rows[0]
+            event = _instance(Event, values[len(_PROFILE_COLUMNS) :])
+        else:
+            _count, rows = execute_prepared(cursor, _PROFILE_READ, [profile_id])
+            values, event = rows[0], None
+    profile = _instance(Profile, values[: len(_PROFILE_COLUMNS)])
     assert profile is not None
     return profile, event
 
 
-def _instance(model: type[ModelT], cursor: Any) -> ModelT | None:
-    """The model instance of the current result's first row (`SELECT *` of its table)."""
-    row = cursor.fetchone()
-    if row is None:
-        return None
-    by_column = dict(zip((column.name for column in cursor.description), row, strict=True))
+def _columns(model: type[models.Model]) -> list[models.Field]:
+    return list(model._meta.concrete_fields)
+
+
+_PROFILE_COLUMNS = _columns(Profile)
+_PROFILE_READ = (
+    f"SELECT {', '.join(f'p.{field.column}' for field in _PROFILE_COLUMNS)}"
+    " FROM profiles_profile p WHERE p.id = %s"
+)
+# The event just stored: the newest of that name and time (a repeated client event id
+# stores none, and then the call reads the profile alone).
+_PROFILE_AND_EVENT_READ = (
+    f"SELECT {', '.join(f'p.{field.column}' for field in _PROFILE_COLUMNS)},"
+    f" {', '.join(f'e.{field.column}' for field in _columns(Event))}"
+    " FROM profiles_profile p LEFT JOIN LATERAL (SELECT * FROM profiles_event"
+    "  WHERE profile_id = p.id AND name = %s AND ts = %s ORDER BY id DESC LIMIT 1) e ON TRUE"
+    " WHERE p.id = %s"
+)
+
+
+def _instance(model: type[ModelT], row: Sequence[Any]) -> ModelT | None:
+    """The model instance of `row`: its concrete fields' columns, in the model's order
+    (None when the row is all NULL: nothing was found)."""
     fields = model._meta.concrete_fields
+    if row[0] is None:  # the primary key
+        return None
     values = []
-    for field in fields:  # from_db wants them in the model's order, not the table's
-        value = by_column[field.column]
+    for field, value in zip(fields, row, strict=True):
         if value is not None and hasattr(field, "from_db_value"):
             value = field.from_db_value(value, None, connection)
         values.append(value)
