@@ -211,8 +211,10 @@ def _with_retries(step: Callable[[bool], T]) -> T:
 class _Planner:
     """Resolves rows to profiles and plans their changes with the API's rules."""
 
-    def __init__(self, actor: Actor) -> None:
+    def __init__(self, actor: Actor, rows: int) -> None:
         self.actor = actor
+        # A small batch runs its statements prepared (services.execute_prepared).
+        self.few = rows <= FEW_STAGE_ROWS
         self.identifying = identifying_kinds()
         self.states: list[_State] = []
         self.owner: dict[tuple[str, str], int] = {}  # identifier -> token
@@ -272,6 +274,7 @@ class _Planner:
                     "SELECT object_id, profile_id FROM profiles_device WHERE object_id = ANY(%s)"
                     + (" ORDER BY id FOR NO KEY UPDATE" if locked else ""),
                     [object_ids],
+                    prepare=self.few,
                 )
                 device_profiles = {
                     object_id: profile_id
@@ -367,6 +370,7 @@ class _Planner:
                 "SELECT value, profile_id FROM profiles_identifier"
                 " WHERE kind = %s AND value = ANY(%s)",
                 [kind, by_kind[kind]],
+                prepare=self.few,
             )
             holders.update({(kind, value): pid for value, pid in held})
 
@@ -798,6 +802,7 @@ def _profiles_apply(
             f"UPDATE profiles_profile p SET {assignments}, custom = s.custom, updated_at = %s"
             " FROM bulk_profile_stage s WHERE s.touched AND NOT s.is_new AND p.id = s.profile_id",
             [at],
+            prepare=planner.few,
         )
     if staged.new_profiles:
         columns = ", ".join(field_columns)
@@ -811,6 +816,7 @@ def _profiles_apply(
             " UPDATE bulk_profile_stage s SET profile_id = created.id FROM created"
             " WHERE s.ct_id = created.ct_id RETURNING s.token, s.profile_id",
             [at, at],
+            prepare=planner.few,
         )
         planner.created_ids = dict(created_rows)
     created = len(planner.created_ids)
@@ -830,6 +836,7 @@ def _profiles_apply(
             " JOIN bulk_profile_stage s ON s.token = x.token WHERE x.adding"
             " ON CONFLICT (kind, value) DO NOTHING",
             [at],
+            prepare=planner.few,
         )
         if added != staged.identifiers_added:
             raise BulkConflict
@@ -843,6 +850,7 @@ def _profiles_apply(
             " ON CONFLICT (object_id) DO UPDATE SET profile_id = EXCLUDED.profile_id"
             " WHERE profiles_device.profile_id IS NULL",
             [at],
+            prepare=planner.few,
         )
         if devices != staged.devices:
             raise BulkConflict
@@ -869,6 +877,7 @@ def _profiles_apply(
             " FROM bulk_change_stage x JOIN bulk_profile_stage s ON s.token = x.token,"
             "  jsonb_array_elements(x.changes) AS c(change)",
             [actor.source, actor.user.pk if actor.user else None, actor.label[:200], at],
+            prepare=planner.few,
         )
     return created, updated
 
@@ -965,7 +974,7 @@ def profiles_bulk_upsert(
 
     def attempt(first: bool) -> BulkResult:
         unlocked = before_write is not None and first  # a re-plan reads locked
-        planner = _Planner(actor)
+        planner = _Planner(actor, len(rows))
         landed: dict[int, _State] = {}
         named = _named(planner, rows)
         keys = [name for _, names, _ in named for name in names]
@@ -1047,6 +1056,7 @@ def _profiles_lock(cursor, planner: _Planner) -> None:
         "SELECT id, xmin::text FROM profiles_profile WHERE id = ANY(%s)"
         " ORDER BY id FOR NO KEY UPDATE",
         [sorted(loaded)],
+        prepare=planner.few,
     )
     current = dict(versions)
     if len(current) != len(loaded) or any(
@@ -1159,7 +1169,7 @@ def events_bulk_insert(
 
     def attempt(first: bool) -> BulkResult:
         unlocked = before_write is not None and first  # a re-plan reads locked
-        planner = _Planner(actor)
+        planner = _Planner(actor, len(rows))
         valid = []
         for row in rows:
             row_name = row.name or name
@@ -1271,6 +1281,7 @@ def events_bulk_insert(
                     "  GROUP BY e.profile_id) x WHERE p.id = x.profile_id"
                     " RETURNING x.n",
                     [actor.source, at],
+                    prepare=planner.few,
                 )
                 stored_count = sum(n for (n,) in stored)
             ids = _profile_ids(planner, landed) if report_profiles else {}

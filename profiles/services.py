@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -98,18 +99,31 @@ def sqlstate_of(error: BaseException) -> str | None:
     return getattr(error.__cause__, "sqlstate", None) or getattr(error, "sqlstate", None)
 
 
-def execute_prepared(cursor, sql: str, params: Sequence[Any] = ()) -> tuple[int, list[Any]]:
+def execute_prepared(
+    cursor, sql: str, params: Sequence[Any] = (), *, prepare: bool = True
+) -> tuple[int, list[Any]]:
     """Run one statement of fixed text as a prepared statement of this session (parsed
-    and planned once, then only executed); returns its row count and rows.
+    and planned once, then only executed); returns its row count and rows. Without
+    `prepare`, through Django's cursor as any statement.
 
     Django's cursors bind parameters client-side and never prepare. For a batch of one,
     parsing and planning the statements that write it cost about as much as the writing
-    (the one storing events: 0.9 of its 1.5 ms). Errors come out as Django's, as from
-    its cursors, so lost races are retried the same way. (A connection pooler between
-    here and PostgreSQL must keep prepared statements: PgBouncer 1.21+ does.)"""
-    with cursor.db.wrap_database_errors, psycopg.Cursor(cursor.db.connection) as prepared:
-        prepared.execute(sql, params, prepare=True)
-        return prepared.rowcount, prepared.fetchall() if prepared.description else []
+    (the one storing events: 0.9 of its 1.5 ms). A big batch is planned for its own size
+    instead (a prepared statement's plan is soon a generic one, blind to it: an import of
+    all-new people was ~9% slower prepared). Errors come out as Django's either way, so
+    lost races are retried the same. (A connection pooler between here and PostgreSQL
+    must keep prepared statements: PgBouncer 1.21+ does.)"""
+    if not prepare:
+        cursor.execute(sql, params)
+        return cursor.rowcount, cursor.fetchall() if cursor.description else []
+    started = time.monotonic()
+    try:
+        with cursor.db.wrap_database_errors, psycopg.Cursor(cursor.db.connection) as prepared:
+            prepared.execute(sql, params, prepare=True)
+            return prepared.rowcount, prepared.fetchall() if prepared.description else []
+    finally:
+        if cursor.db.queries_logged:  # in Django's query log as its cursors' statements are
+            cursor.db.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
 
 
 # --- identifiers -----------------------------------------------------------------
