@@ -323,9 +323,9 @@ _PROFILE_AND_EVENT_READ = (
 
 def _instance(model: type[ModelT], row: Sequence[Any]) -> ModelT | None:
     """The model instance of `row`: its concrete fields' columns, in the model's order
-    (None when the row is all NULL: nothing was found)."""
+    (None when its primary key is NULL: the outer join found nothing)."""
     fields = model._meta.concrete_fields
-    if row[0] is None:  # the primary key
+    if row[fields.index(model._meta.pk)] is None:
         return None
     values = []
     for field, value in zip(fields, row, strict=True):
